@@ -1,0 +1,108 @@
+"""`python -m persona_demo generate`: one prompt, one persona, outputs with and without the plug."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .config import Settings
+from .errors import PersonaDemoError
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by every command that loads models (defaults come from Settings / PERSONA_DEMO_*)."""
+    group = parser.add_argument_group("models (env PERSONA_DEMO_<NAME> sets the default)")
+    group.add_argument("--llm", help="embedded 'smollm2-135m-instruct' (default), a HF model id or a folder")
+    group.add_argument("--encoder", help="embedded 'all-MiniLM-L6-v2' (default), a HF encoder id or a folder")
+    group.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    group.add_argument("--dtype", help="auto (default: bfloat16 on CUDA, float32 on CPU), float32, bfloat16")
+    group.add_argument("--quantization", help="auto (default: nf4 on CUDA, none on CPU), none, nf4")
+    group.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
+    group.add_argument("--cache-dir", type=Path, help="where converted models are kept")
+
+
+def settings_from_args(args: argparse.Namespace, **extra: object) -> Settings:
+    names = ("llm", "encoder", "device", "dtype", "quantization", "threads", "cache_dir")
+    return Settings.from_env(**{n: getattr(args, n, None) for n in names}, **extra)
+
+
+def read_history_file(path: Path) -> list[str]:
+    """History texts from a file: the upload parser of the store (txt/md/csv/tsv/json/jsonl/LaMP)."""
+    from .data.ingest import parse_upload
+
+    parsed = parse_upload(path, path.name)
+    texts = [item.text if hasattr(item, "text") else str(item) for item in parsed.items]
+    if not texts and getattr(parsed, "personas", None):
+        texts = [item.text for item in parsed.personas[0].items]
+    return texts
+
+
+def add_generate_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "generate",
+        help="print outputs with and without the plug for a persona",
+        description="Generate for one prompt twice in one batched call: with the persona plug and without.",
+    )
+    parser.add_argument(
+        "--history", type=Path, required=True, help="the persona's texts (.txt blocks, .json, .csv...)"
+    )
+    parser.add_argument("--prompt", required=True, help="the input to answer")
+    parser.add_argument("--plug", help="plug checkpoint (.safetensors) or a task name in assets/plugs")
+    parser.add_argument("--max-new-tokens", type=int, help="length of each output (default 48)")
+    parser.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--strength", type=float, default=1.0, help="scale of the persona token (default 1.0)"
+    )
+    parser.add_argument("--json", action="store_true", help='print {"with_plug": ..., "without_plug": ...}')
+    add_settings_arguments(parser)
+    parser.set_defaults(func=run_generate)
+
+
+def resolve_plug_path(plug: str | None, settings: Settings) -> Path | None:
+    """A file path, or a task name looked up as assets/plugs/<name>.safetensors."""
+    if plug is None:
+        return None
+    candidate = Path(plug)
+    if candidate.suffix == ".safetensors" or candidate.exists():
+        return candidate
+    named = settings.plugs_dir / f"{plug}.safetensors"
+    if named.is_file():
+        return named
+    available = sorted(p.stem for p in settings.plugs_dir.glob("*.safetensors"))
+    raise PersonaDemoError(f"No plug named {plug!r}; available: {', '.join(available) or 'none'}.")
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from .engine.engine import PersonaEngine
+    from .engine.generation import GenerationOptions
+
+    settings = settings_from_args(args, max_new_tokens=args.max_new_tokens)
+    if not args.history.is_file():
+        raise PersonaDemoError(f"History file not found: {args.history}")
+    history = read_history_file(args.history)
+    if not args.prompt.strip():
+        raise PersonaDemoError("The prompt is empty: pass --prompt with some text.")
+    if not 0 <= args.strength <= 10:
+        raise PersonaDemoError("--strength must be between 0 and 10")
+    engine = PersonaEngine.from_settings(settings, plug_path=resolve_plug_path(args.plug, settings))
+    if engine.plug_metadata.task == "untrained":
+        print("note: no trained plug given (--plug); using an untrained, seeded plug.", file=sys.stderr)
+    options = GenerationOptions(max_new_tokens=settings.max_new_tokens, do_sample=args.sample, seed=args.seed)
+    result = engine.compare(args.prompt, history, options, strength=args.strength)
+    if args.json:
+        print(
+            json.dumps(
+                {"with_plug": result.with_plug, "without_plug": result.without_plug}, ensure_ascii=False
+            )
+        )
+        return 0
+    print(f"# {engine.describe()}\n# {len(history)} history items, {result.seconds:.2f} s\n")
+    print(f"--- without plug ---\n{result.without_plug}\n")
+    print(f"--- with plug ---\n{result.with_plug}\n")
+    print("--- most attended history items ---")
+    for weight, text in result.top_items(history, k=3):
+        print(f"{weight:.3f}  {text[:100]}")
+    return 0

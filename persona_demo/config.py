@@ -1,0 +1,95 @@
+"""All settings in one place: defaults ← environment variables (`PERSONA_DEMO_*`) ← CLI flags.
+
+Every field below is documented in the README's Configuration table; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+from .errors import PersonaDemoError
+
+DEFAULT_LLM = "smollm2-135m-instruct"
+DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+ENV_PREFIX = "PERSONA_DEMO_"
+
+
+def _default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "persona-demo"
+
+
+def _default_plugs_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "assets" / "plugs"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime settings shared by the CLI, the app, training and the bench."""
+
+    llm: str = DEFAULT_LLM
+    """`smollm2-135m-instruct` (embedded GGUF), a Hugging Face model id, or a local model folder."""
+    encoder: str = DEFAULT_ENCODER
+    """`all-MiniLM-L6-v2` (embedded), a Hugging Face encoder id, or a local folder."""
+    device: str = "auto"
+    """`auto` (CUDA when available, else CPU), `cpu`, `cuda`, `cuda:N`."""
+    dtype: str = "auto"
+    """`auto` (bfloat16 on CUDA, float32 on CPU), `float32`, `bfloat16`, `float16`."""
+    quantization: str = "auto"
+    """`auto` (4-bit nf4 on CUDA, none on CPU), `none`, `nf4`."""
+    threads: int = 0
+    """CPU threads for torch; 0 = all cores."""
+    cache_dir: Path = field(default_factory=_default_cache_dir)
+    """Converted models live here (build products, safe to delete)."""
+    plugs_dir: Path = field(default_factory=_default_plugs_dir)
+    """Where trained plugs (`<task>.safetensors`) are looked up by task name."""
+    max_new_tokens: int = 48
+    """Default length of a generation."""
+    encoder_batch_size: int = 64
+    encoder_max_length: int = 256
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
+        """Build settings from `PERSONA_DEMO_<FIELD>` variables, then apply non-None overrides (CLI flags)."""
+        environ = dict(os.environ if environ is None else environ)
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = environ.get(ENV_PREFIX + f.name.upper())
+            if raw is not None and raw != "":
+                values[f.name] = _coerce(f.name, raw, f.type)
+        for name, value in overrides.items():
+            if value is not None:
+                values[name] = _coerce(name, value, next(f.type for f in fields(cls) if f.name == name))
+        return replace(cls(), **values).validated()
+
+    def validated(self) -> Settings:
+        """Reject settings that can't work, with a message naming the setting."""
+        if self.quantization not in {"auto", "none", "nf4"}:
+            raise PersonaDemoError(f"quantization must be auto, none or nf4, not {self.quantization!r}")
+        if self.dtype not in {"auto", "float32", "bfloat16", "float16"}:
+            raise PersonaDemoError(f"dtype must be auto, float32, bfloat16 or float16, not {self.dtype!r}")
+        if not (self.device in {"auto", "cpu", "cuda"} or self.device.startswith("cuda:")):
+            raise PersonaDemoError(f"device must be auto, cpu, cuda or cuda:N, not {self.device!r}")
+        if self.threads < 0:
+            raise PersonaDemoError("threads must be 0 (all cores) or a positive number")
+        if not 1 <= self.max_new_tokens <= 4096:
+            raise PersonaDemoError("max_new_tokens must be between 1 and 4096")
+        if not 1 <= self.encoder_batch_size <= 4096:
+            raise PersonaDemoError("encoder_batch_size must be between 1 and 4096")
+        if not 8 <= self.encoder_max_length <= 8192:
+            raise PersonaDemoError("encoder_max_length must be between 8 and 8192")
+        return self
+
+
+def _coerce(name: str, value: object, annotation: object) -> object:
+    kind = str(annotation)
+    try:
+        if kind in {"int", "<class 'int'>"}:
+            return int(value)  # type: ignore[arg-type]
+        if kind in {"Path", "<class 'pathlib.Path'>"}:
+            return Path(str(value)).expanduser()
+    except ValueError:
+        raise PersonaDemoError(f"setting {name} expects a whole number, got {value!r}") from None
+    return str(value)

@@ -1,0 +1,157 @@
+"""Plug checkpoints: weights in safetensors, metadata both in its header and in a readable JSON sidecar.
+
+A plug only makes sense for the LLM and encoder it was trained with (its projector targets one embedding
+space and reads another), so loading checks both ids and the shapes before any weight is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..errors import PersonaDemoError
+from .plug import PersonaPlug, PlugConfig
+
+FORMAT = "persona-demo-plug/1"
+METADATA_KEY = "persona_demo"
+
+
+@dataclass
+class PlugMetadata:
+    """Everything needed to know what a plug is for and how good it was."""
+
+    llm_id: str
+    encoder_id: str
+    config: PlugConfig
+    task: str = "untrained"
+    training: dict[str, object] = field(default_factory=dict)
+    metrics: dict[str, object] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "format": FORMAT,
+            "llm_id": self.llm_id,
+            "encoder_id": self.encoder_id,
+            "config": self.config.to_dict(),
+            "task": self.task,
+            "training": self.training,
+            "metrics": self.metrics,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object], source: Path) -> PlugMetadata:
+        try:
+            if data.get("format") != FORMAT:
+                raise KeyError("format")
+            return cls(
+                llm_id=str(data["llm_id"]),
+                encoder_id=str(data["encoder_id"]),
+                config=PlugConfig(**data["config"]),  # type: ignore[arg-type]
+                task=str(data.get("task", "untrained")),
+                training=dict(data.get("training") or {}),  # type: ignore[arg-type]
+                metrics=dict(data.get("metrics") or {}),  # type: ignore[arg-type]
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PersonaDemoError(f"{source} is not a persona-demo plug (bad metadata: {exc}).") from None
+
+
+def sidecar_path(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def save_plug(path: str | Path, plug: PersonaPlug, metadata: PlugMetadata) -> Path:
+    """Write `path` (.safetensors) and its `.json` sidecar atomically (a crash never leaves half a plug)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta_json = json.dumps(metadata.to_dict(), indent=2, sort_keys=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in plug.state_dict().items()}
+    for target, writer in (
+        (path, lambda tmp: save_file(tensors, tmp, metadata={METADATA_KEY: meta_json})),
+        (sidecar_path(path), lambda tmp: Path(tmp).write_text(meta_json + "\n", encoding="utf-8")),
+    ):
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+        os.close(fd)
+        try:
+            writer(tmp)
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return path
+
+
+def read_metadata(path: str | Path) -> PlugMetadata:
+    """Metadata from the safetensors header (the sidecar is for people; the header is authoritative)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PersonaDemoError(f"Plug file not found: {path}")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise PersonaDemoError(f"{path} is not a readable safetensors file ({exc}).") from None
+    if METADATA_KEY not in header:
+        raise PersonaDemoError(f"{path} has no persona-demo metadata: it is not a plug made by this app.")
+    try:
+        data = json.loads(header[METADATA_KEY])
+    except json.JSONDecodeError:
+        raise PersonaDemoError(f"{path} has corrupted plug metadata.") from None
+    return PlugMetadata.from_dict(data, path)
+
+
+def check_compatible(
+    metadata: PlugMetadata, llm_id: str, llm_dim: int, encoder_id: str, encoder_dim: int, source: Path
+) -> None:
+    """Refuse a plug trained for another LLM or encoder, saying which and what to do."""
+    if metadata.llm_id != llm_id or metadata.config.llm_dim != llm_dim:
+        raise PersonaDemoError(
+            f"The plug {source.name} was trained for the LLM {metadata.llm_id!r} (hidden size "
+            f"{metadata.config.llm_dim}), but the loaded LLM is {llm_id!r} (hidden size {llm_dim}). "
+            "Load the matching LLM with --llm, or train a plug for this one (python -m persona_demo train)."
+        )
+    if metadata.encoder_id != encoder_id or metadata.config.encoder_dim != encoder_dim:
+        raise PersonaDemoError(
+            f"The plug {source.name} was trained with the encoder {metadata.encoder_id!r} "
+            f"({metadata.config.encoder_dim}-d), but the loaded encoder is {encoder_id!r} ({encoder_dim}-d). "
+            "Use the matching --encoder."
+        )
+
+
+def load_plug(
+    path: str | Path, *, llm_id: str, llm_dim: int, encoder_id: str, encoder_dim: int
+) -> tuple[PersonaPlug, PlugMetadata]:
+    """Load a plug after checking it belongs to this LLM and encoder."""
+    path = Path(path)
+    metadata = read_metadata(path)
+    check_compatible(metadata, llm_id, llm_dim, encoder_id, encoder_dim, path)
+    plug = PersonaPlug(metadata.config)
+    try:
+        state = load_file(str(path))
+        plug.load_state_dict(state, strict=True)
+    except (SafetensorError, RuntimeError, OSError) as exc:
+        raise PersonaDemoError(f"{path} is damaged or incomplete: {str(exc).splitlines()[0]}") from None
+    plug.eval()
+    return plug, metadata
+
+
+def new_plug_metadata(plug: PersonaPlug, llm_id: str, encoder_id: str) -> PlugMetadata:
+    return PlugMetadata(llm_id=llm_id, encoder_id=encoder_id, config=plug.config)
+
+
+def untrained_plug(config: PlugConfig, seed: int = 0) -> PersonaPlug:
+    """A freshly initialised plug, reproducible from its seed."""
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        return PersonaPlug(config).eval()
+    finally:
+        torch.random.set_rng_state(generator_state)

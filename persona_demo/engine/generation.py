@@ -1,0 +1,275 @@
+"""Soft-token injection into a frozen LLM: batched with/without generation, streaming, NLL scoring.
+
+Rows are built as embeddings: `[I; P_u] ++ embed(prompt)` for a plugged row, `embed(prompt)` for a plain row.
+Decoder-only rows are left-padded for generation (pads first, so every row ends at the same position) and
+right-padded for teacher forcing; encoder-decoder rows feed the same embeddings to the encoder.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import PersonaDemoError
+from .models import LoadedLLM
+
+Prompt = str | Sequence[dict[str, str]]
+"""A plain prompt, or chat messages ({"role", "content"}) for models with a chat template."""
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """Decoding settings shared by every row of one batched call."""
+
+    max_new_tokens: int = 48
+    do_sample: bool = False
+    temperature: float = 0.7
+    top_p: float = 0.9
+    seed: int = 0
+
+    def validated(self) -> GenerationOptions:
+        if not 1 <= self.max_new_tokens <= 4096:
+            raise PersonaDemoError("max new tokens must be between 1 and 4096")
+        if self.do_sample and not 0 < self.temperature <= 5:
+            raise PersonaDemoError("temperature must be above 0 and at most 5")
+        if self.do_sample and not 0 < self.top_p <= 1:
+            raise PersonaDemoError("top-p must be above 0 and at most 1")
+        return self
+
+
+@dataclass
+class Row:
+    """One sequence of a batch: prompt token ids, optionally preceded by soft tokens."""
+
+    prompt_ids: list[int]
+    soft_tokens: torch.Tensor | None = None
+    """[k, D] vectors placed before the prompt."""
+    soft_mask: torch.Tensor | None = None
+    """[k] 1/0: a 0 hides that soft position from attention (a persona with no history)."""
+    target_ids: list[int] = field(default_factory=list)
+    """Teacher-forced continuation (scoring/training only)."""
+
+
+class FrozenLLM:
+    """The adapter between rows of (soft tokens, token ids) and a frozen Hugging Face model."""
+
+    def __init__(self, llm: LoadedLLM) -> None:
+        self.llm = llm
+        self.model = llm.model
+        self.tokenizer = llm.tokenizer
+        self.embedding = self.model.get_input_embeddings()
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.embedding.embedding_dim)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.embedding.num_embeddings)
+
+    @property
+    def eos_token_id(self) -> int:
+        return int(self.tokenizer.eos_token_id)
+
+    @property
+    def pad_token_id(self) -> int:
+        return int(self.tokenizer.pad_token_id)
+
+    @property
+    def uses_chat_template(self) -> bool:
+        return not self.llm.is_encoder_decoder and bool(getattr(self.tokenizer, "chat_template", None))
+
+    @property
+    def context_length(self) -> int | None:
+        """Positions the model accepts, or None when it has no hard limit (relative positions, e.g. T5)."""
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        return int(limit) if limit else None
+
+    # ----- prompts ---------------------------------------------------------------------------------------
+    def prompt_ids(self, prompt: Prompt) -> list[int]:
+        """Token ids of a prompt, through the chat template when the model has one."""
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+        if not any(str(m.get("content", "")).strip() for m in messages):
+            raise PersonaDemoError("The prompt is empty: type something for the model to answer.")
+        if self.uses_chat_template:
+            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+            if isinstance(ids, dict) or hasattr(ids, "keys"):
+                ids = ids["input_ids"]
+            return list(ids)
+        text = "\n".join(str(m["content"]) for m in messages)
+        return list(self.tokenizer(text)["input_ids"])
+
+    def check_fits(self, rows: Sequence[Row], max_new_tokens: int = 0) -> None:
+        limit = self.context_length
+        if limit is None:
+            return
+        longest = max(len(r.prompt_ids) + len(r.target_ids) + _soft_len(r) for r in rows) + max_new_tokens
+        if longest > limit:
+            raise PersonaDemoError(
+                f"The prompt is too long for this model: {longest} tokens with the persona and the answer, "
+                f"but the model reads at most {limit}. Shorten the prompt or lower max new tokens."
+            )
+
+    # ----- batching ------------------------------------------------------------------------------------
+    def _row_embeddings(self, row: Row, with_target: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        ids = row.prompt_ids + (row.target_ids if with_target else [])
+        token_emb = self.embedding(torch.tensor(ids, dtype=torch.long, device=self.llm.device))
+        if row.soft_tokens is None:
+            return token_emb, torch.ones(len(ids), dtype=torch.long, device=token_emb.device)
+        soft = row.soft_tokens.to(device=token_emb.device, dtype=token_emb.dtype)
+        soft_mask = row.soft_mask if row.soft_mask is not None else torch.ones(len(soft), dtype=torch.long)
+        mask = torch.cat(
+            [
+                soft_mask.to(token_emb.device).long(),
+                torch.ones(len(ids), dtype=torch.long, device=token_emb.device),
+            ]
+        )
+        return torch.cat([soft, token_emb]), mask
+
+    def batch(
+        self, rows: Sequence[Row], *, left_pad: bool, with_target: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pad rows into (inputs_embeds [B, T, D], attention_mask [B, T])."""
+        parts = [self._row_embeddings(r, with_target) for r in rows]
+        width = max(e.shape[0] for e, _ in parts)
+        pad_vector = self.embedding(torch.tensor([self.pad_token_id], device=self.llm.device))[0]
+        embeds, masks = [], []
+        for emb, mask in parts:
+            n = width - emb.shape[0]
+            pad_emb = pad_vector.expand(n, -1)
+            pad_mask = torch.zeros(n, dtype=torch.long, device=mask.device)
+            embeds.append(torch.cat([pad_emb, emb] if left_pad else [emb, pad_emb]))
+            masks.append(torch.cat([pad_mask, mask] if left_pad else [mask, pad_mask]))
+        return torch.stack(embeds), torch.stack(masks)
+
+    # ----- teacher forcing -----------------------------------------------------------------------------
+    def logits(self, rows: Sequence[Row]) -> torch.Tensor:
+        """Next-token logits [B, T, V] over right-padded rows (prompt and targets)."""
+        self.check_fits(rows)
+        embeds, mask = self.batch(rows, left_pad=False, with_target=True)
+        if self.llm.is_encoder_decoder:
+            raise PersonaDemoError(
+                "logits() is for decoder-only models; use token_nll() for encoder-decoders"
+            )
+        return self.model(inputs_embeds=embeds, attention_mask=mask).logits
+
+    def token_nll(self, rows: Sequence[Row]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-row summed NLL of the target tokens and their counts (differentiable w.r.t. soft tokens)."""
+        if any(not r.target_ids for r in rows):
+            raise PersonaDemoError("Every scored example needs a non-empty target text.")
+        self.check_fits(rows)
+        if self.llm.is_encoder_decoder:
+            enc_rows = [Row(r.prompt_ids, r.soft_tokens, r.soft_mask) for r in rows]
+            embeds, mask = self.batch(enc_rows, left_pad=False)
+            width = max(len(r.target_ids) for r in rows)
+            labels = torch.full((len(rows), width), -100, dtype=torch.long, device=embeds.device)
+            for i, r in enumerate(rows):
+                labels[i, : len(r.target_ids)] = torch.tensor(r.target_ids)
+            logits = self.model(inputs_embeds=embeds, attention_mask=mask, labels=labels).logits
+            target_logits = logits
+        else:
+            embeds, mask = self.batch(rows, left_pad=False, with_target=True)
+            logits = self.model(inputs_embeds=embeds, attention_mask=mask).logits
+            labels = torch.full(mask.shape, -100, dtype=torch.long, device=embeds.device)
+            for i, r in enumerate(rows):
+                start = _soft_len(r) + len(r.prompt_ids)
+                labels[i, start : start + len(r.target_ids)] = torch.tensor(r.target_ids)
+            target_logits, labels = logits[:, :-1], labels[:, 1:]
+        nll = F.cross_entropy(
+            target_logits.float().reshape(-1, target_logits.shape[-1]), labels.reshape(-1), reduction="none"
+        ).view(labels.shape)
+        counts = (labels != -100).sum(-1)
+        return nll.sum(-1), counts
+
+    # ----- generation ----------------------------------------------------------------------------------
+    def generate(self, rows: Sequence[Row], options: GenerationOptions) -> list[str]:
+        """All rows in ONE batched `generate` call; returns each row's decoded new text."""
+        token_lists = self._generate_tokens(rows, options, streamer=None)
+        return [self.decode(t) for t in token_lists]
+
+    def stream(self, rows: Sequence[Row], options: GenerationOptions) -> Iterator[list[str]]:
+        """Like `generate`, yielding every row's text so far after each decoding step."""
+        streamer = _BatchStreamer(len(rows))
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                self._generate_tokens(rows, options, streamer=streamer)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer thread
+                errors.append(exc)
+            finally:
+                streamer.end()
+
+        worker = threading.Thread(target=run, daemon=True, name="persona-demo-generate")
+        worker.start()
+        for tokens in streamer:
+            yield [self.decode(t) for t in tokens]
+        worker.join()
+        if errors:
+            raise errors[0]
+
+    def decode(self, tokens: Sequence[int]) -> str:
+        """Text up to the first end-of-sequence token."""
+        tokens = list(tokens)
+        if self.eos_token_id in tokens:
+            tokens = tokens[: tokens.index(self.eos_token_id)]
+        return self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+
+    @torch.inference_mode()
+    def _generate_tokens(
+        self, rows: Sequence[Row], options: GenerationOptions, streamer: _BatchStreamer | None
+    ) -> list[list[int]]:
+        options = options.validated()
+        self.check_fits(rows, options.max_new_tokens)
+        embeds, mask = self.batch(rows, left_pad=not self.llm.is_encoder_decoder)
+        kwargs: dict[str, object] = {
+            "max_new_tokens": options.max_new_tokens,
+            "do_sample": options.do_sample,
+            "pad_token_id": self.pad_token_id,
+            "eos_token_id": self.eos_token_id,
+        }
+        if options.do_sample:
+            kwargs.update(temperature=options.temperature, top_p=options.top_p, top_k=0)
+            torch.manual_seed(options.seed)
+        else:  # explicit, so a model's sampling defaults in generation_config never leak into greedy runs
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        out = self.model.generate(inputs_embeds=embeds, attention_mask=mask, streamer=streamer, **kwargs)
+        if self.llm.is_encoder_decoder:
+            out = out[:, 1:]  # drop the decoder start token
+        return [row.tolist() for row in out]
+
+
+def _soft_len(row: Row) -> int:
+    return 0 if row.soft_tokens is None else int(row.soft_tokens.shape[0])
+
+
+class _BatchStreamer:
+    """A `generate` streamer for batches: collects each step's tokens per row, yields snapshots."""
+
+    _DONE = object()
+
+    def __init__(self, batch_size: int) -> None:
+        self.tokens: list[list[int]] = [[] for _ in range(batch_size)]
+        self._queue: queue.Queue[object] = queue.Queue()
+        self._seen_prompt = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self._seen_prompt:  # generate() first hands over the prompt ids (empty for inputs_embeds)
+            self._seen_prompt = True
+            return
+        step = value.reshape(len(self.tokens), -1)
+        for row, new in zip(self.tokens, step.tolist()):
+            row.extend(new)
+        self._queue.put([list(r) for r in self.tokens])
+
+    def end(self) -> None:
+        self._queue.put(self._DONE)
+
+    def __iter__(self) -> Iterator[list[list[int]]]:
+        while (item := self._queue.get()) is not self._DONE:
+            yield item  # type: ignore[misc]

@@ -1,0 +1,126 @@
+"""PersonaPlug: the paper's user embedder, as one small `nn.Module` for any encoder and any LLM.
+
+    w_i = softmax_i(x · h_i / τ)            input-aware aggregation over the history (padding masked)
+    P_u = Σ_i w_i · Proj(h_i)              per-item projection, then the weighted sum (Eq. 4; Proj is nonlinear)
+    I   = Proj_I(v)                        a learned instruction vector with its own projector
+    soft tokens = [I; P_u], each rescaled to the LLM's mean token-embedding norm
+
+τ = 1 with unit-norm vectors reproduces the paper (logits are cosines). The official code multiplies by a
+FlanT5-XXL constant (539.97); we measure the norm on the LLM at hand instead (`llm_token_norm`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+AGGREGATIONS = ("attention", "mean")
+
+
+@dataclass(frozen=True)
+class PlugConfig:
+    """Shapes and hyper-parameters of a plug; stored in every checkpoint."""
+
+    encoder_dim: int
+    llm_dim: int
+    token_norm: float
+    """Mean L2 norm of the LLM's input token embeddings; soft tokens are scaled to it."""
+    tau: float = 1.0
+    aggregation: str = "attention"
+
+    def __post_init__(self) -> None:
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, not {self.aggregation!r}")
+        if self.tau <= 0:
+            raise ValueError("tau must be positive")
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass
+class PlugOutput:
+    """What the plug gives the LLM (`soft_tokens`, `soft_mask`) and what it gives the UI (`weights`)."""
+
+    soft_tokens: torch.Tensor
+    """[B, 2, llm_dim]: instruction token I, then persona token P_u."""
+    soft_mask: torch.Tensor
+    """[B, 2] long: 0 on P_u for rows without history, so those rows see only I."""
+    weights: torch.Tensor
+    """[B, L]: attention weight of each history item (0 on padding; each row with history sums to 1)."""
+
+
+def projector(in_dim: int, out_dim: int) -> nn.Sequential:
+    """Linear → GELU → Linear, as in the official code's `align_mlp`."""
+    return nn.Sequential(nn.Linear(in_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
+
+
+@torch.no_grad()
+def llm_token_norm(embedding: nn.Module, vocab_size: int, sample: int = 8192) -> float:
+    """Mean L2 norm of token embeddings as the module outputs them (so scaled embeddings, e.g. Gemma's, count)."""
+    weight = getattr(embedding, "weight", None)
+    device = weight.device if weight is not None else torch.device("cpu")
+    ids = torch.linspace(0, vocab_size - 1, steps=min(sample, vocab_size), device=device).long()
+    return float(embedding(ids).float().norm(dim=-1).mean())
+
+
+class PersonaPlug(nn.Module):
+    """Map (query vector, history vectors) to the soft tokens [I; P_u] for a frozen LLM."""
+
+    def __init__(self, config: PlugConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.history_proj = projector(config.encoder_dim, config.llm_dim)
+        self.instruction = nn.Parameter(torch.randn(config.encoder_dim) / config.encoder_dim**0.5)
+        self.instruction_proj = projector(config.encoder_dim, config.llm_dim)
+
+    def attention_weights(
+        self, query: torch.Tensor, history: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """softmax(x·h_i/τ) over real items (or their plain mean in "mean" mode); all-zero for empty rows."""
+        mask = mask.bool()
+        if self.config.aggregation == "mean":
+            weights = mask.float()
+        else:
+            scores = torch.einsum("bld,bd->bl", history.float(), query.float()) / self.config.tau
+            scores = scores.masked_fill(~mask, float("-inf"))
+            weights = torch.softmax(scores, dim=-1)
+            weights = torch.nan_to_num(weights, nan=0.0)  # rows with no history: softmax of all -inf
+            return weights * mask
+        return weights / weights.sum(-1, keepdim=True).clamp(min=1)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        history: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        strength: float = 1.0,
+    ) -> PlugOutput:
+        """query [B, E], history [B, L, E], mask [B, L] (1 = real item) → soft tokens [B, 2, D].
+
+        `strength` scales P_u only (the UI's persona-strength knob); 1.0 is what the plug was trained with.
+        """
+        if mask is None:
+            mask = torch.ones(history.shape[:2], dtype=torch.long, device=history.device)
+        weights = self.attention_weights(query, history, mask)
+        projected = self.history_proj(history.to(self.instruction.dtype))
+        persona = torch.einsum("bl,bld->bd", weights.to(projected.dtype), projected)
+        instruction = self.instruction_proj(self.instruction).expand_as(persona)
+        norm = self.config.token_norm
+        soft = torch.stack(
+            [F.normalize(instruction, dim=-1) * norm, F.normalize(persona, dim=-1) * norm * strength], 1
+        )
+        has_history = mask.bool().any(-1).long()
+        soft_mask = torch.stack([torch.ones_like(has_history), has_history], 1)
+        return PlugOutput(soft_tokens=soft, soft_mask=soft_mask, weights=weights)
+
+    @torch.no_grad()
+    def persona_vector(self, history: torch.Tensor) -> torch.Tensor:
+        """Query-independent persona (unit vector in LLM space): the mean of projected items, for maps."""
+        if history.shape[0] == 0:
+            raise ValueError("a persona vector needs at least one history item")
+        projected = self.history_proj(history.to(self.instruction.dtype))
+        return F.normalize(projected.mean(0), dim=-1)

