@@ -1,0 +1,122 @@
+"""PersonaPlug in isolation (aggregator maths) and plug checkpoints on the real models."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from persona_demo.engine.checkpoint import load_plug, read_metadata, save_plug
+from persona_demo.engine.generation import GenerationOptions
+from persona_demo.engine.plug import PersonaPlug, PlugConfig
+from persona_demo.errors import PersonaDemoError
+
+
+def make_plug(**overrides) -> PersonaPlug:
+    torch.manual_seed(0)
+    return PersonaPlug(PlugConfig(encoder_dim=8, llm_dim=12, token_norm=3.0, **overrides))
+
+
+def batch(b: int = 3, length: int = 5, dim: int = 8):
+    torch.manual_seed(1)
+    query = F.normalize(torch.randn(b, dim), dim=-1)
+    history = F.normalize(torch.randn(b, length, dim), dim=-1)
+    mask = torch.ones(b, length, dtype=torch.long)
+    mask[1, 3:] = 0  # row 1 has 3 real items and 2 padding slots
+    mask[2, :] = 0  # row 2 has no history
+    return query, history, mask
+
+
+def test_weights_sum_to_one_and_padding_gets_zero():
+    query, history, mask = batch()
+    weights = make_plug().attention_weights(query, history, mask)
+    assert weights[0].sum().item() == pytest.approx(1.0, abs=1e-6)
+    assert weights[1].sum().item() == pytest.approx(1.0, abs=1e-6)
+    assert weights[1, 3:].tolist() == [0.0, 0.0]
+    assert weights[2].tolist() == [0.0] * 5
+    assert torch.isfinite(weights).all()
+
+
+def test_weights_are_softmax_of_dot_products():
+    query, history, mask = batch()
+    weights = make_plug(tau=0.5).attention_weights(query, history, mask)
+    expected = torch.softmax((history[0] @ query[0]) / 0.5, dim=-1)
+    assert torch.allclose(weights[0], expected, atol=1e-6)
+
+
+def test_mean_mode_equals_the_plain_mean():
+    query, history, mask = batch()
+    plug = make_plug(aggregation="mean")
+    out = plug(query, history, mask)
+    projected = plug.history_proj(history[1, :3]).mean(0)
+    expected = F.normalize(projected, dim=-1) * 3.0
+    assert torch.allclose(out.soft_tokens[1, 1], expected, atol=1e-5)
+    assert out.weights[1, :3].tolist() == pytest.approx([1 / 3] * 3)
+
+
+def test_lower_tau_sharpens_the_attention():
+    query, history, mask = batch()
+    soft = make_plug(tau=1.0).attention_weights(query, history, mask)[0]
+    sharp = make_plug(tau=0.05).attention_weights(query, history, mask)[0]
+    assert sharp.max() > soft.max()
+    entropy = lambda w: -(w * w.clamp_min(1e-12).log()).sum()  # noqa: E731
+    assert entropy(sharp) < entropy(soft)
+
+
+def test_soft_tokens_are_scaled_and_empty_rows_mask_the_persona():
+    query, history, mask = batch()
+    out = make_plug()(query, history, mask, strength=2.0)
+    assert out.soft_tokens.shape == (3, 2, 12)
+    assert out.soft_tokens[0, 0].norm().item() == pytest.approx(3.0, rel=1e-5)
+    assert out.soft_tokens[0, 1].norm().item() == pytest.approx(6.0, rel=1e-5)
+    assert out.soft_mask.tolist() == [[1, 1], [1, 1], [1, 0]]
+
+
+def test_bad_plug_config_is_refused():
+    with pytest.raises(ValueError):
+        PlugConfig(encoder_dim=8, llm_dim=12, token_norm=3.0, aggregation="max")
+    with pytest.raises(ValueError):
+        PlugConfig(encoder_dim=8, llm_dim=12, token_norm=3.0, tau=0)
+
+
+def test_checkpoint_round_trip_reproduces_outputs(engine, bike_history, tmp_path):
+    path = save_plug(tmp_path / "plug.safetensors", engine.plug, engine.plug_metadata)
+    assert path.with_suffix(".json").is_file()
+    options = GenerationOptions(max_new_tokens=12)
+    before = engine.compare("Write a post.", bike_history, options)
+    with torch.no_grad():
+        for p in engine.plug.parameters():
+            p.add_(1.0)  # scramble, then restore from disk
+    engine.load_plug(path)
+    after = engine.compare("Write a post.", bike_history, options)
+    assert (before.with_plug, before.without_plug) == (after.with_plug, after.without_plug)
+    assert read_metadata(path).llm_id == engine.loaded_llm.model_id
+
+
+def test_checkpoint_for_another_llm_is_refused(engine, tmp_path):
+    other = dataclasses.replace(engine.plug_metadata, llm_id="Qwen/Qwen2.5-0.5B-Instruct")
+    path = save_plug(tmp_path / "qwen.safetensors", engine.plug, other)
+    with pytest.raises(PersonaDemoError, match="trained for the LLM 'Qwen/Qwen2.5-0.5B-Instruct'"):
+        engine.load_plug(path)
+
+
+def test_checkpoint_for_another_encoder_is_refused(engine, tmp_path):
+    other = dataclasses.replace(engine.plug_metadata, encoder_id="BAAI/bge-base-en-v1.5")
+    path = save_plug(tmp_path / "bge.safetensors", engine.plug, other)
+    with pytest.raises(PersonaDemoError, match="encoder"):
+        engine.load_plug(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a safetensors file at all", b"\x00" * 64])
+def test_damaged_or_foreign_files_are_refused(engine, tmp_path, content):
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(PersonaDemoError):
+        engine.load_plug(path)
+
+
+def test_missing_checkpoint_is_refused(engine, tmp_path):
+    with pytest.raises(PersonaDemoError, match="not found"):
+        load_plug(tmp_path / "nope.safetensors", llm_id="x", llm_dim=1, encoder_id="y", encoder_dim=1)
