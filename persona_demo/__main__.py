@@ -17,6 +17,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def build_parser() -> argparse.ArgumentParser:
     from .cli_generate import add_generate_command
+    from .cli_train import add_train_command
     from .data.import_cli import add_import_command
 
     parser = argparse.ArgumentParser(prog="python -m persona_demo", description=__doc__)
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_generate_command(subparsers)
     add_import_command(subparsers)
+    add_train_command(subparsers)
     return parser
 
 

@@ -59,12 +59,16 @@ def test_generate_bad_input_gives_a_message_and_exit_2(tmp_path, capsys, content
 def test_generate_refuses_a_plug_for_another_model(tmp_path, capsys, history_file):
     bad = tmp_path / "other.safetensors"
     bad.write_bytes(b"garbage")
-    code, err = run_cli(["generate", "--history", str(history_file), "--prompt", "Hi", "--plug", str(bad)], capsys)
+    code, err = run_cli(
+        ["generate", "--history", str(history_file), "--prompt", "Hi", "--plug", str(bad)], capsys
+    )
     assert code == 2 and "not a readable safetensors file" in err
 
 
 def test_unknown_plug_name_lists_the_available_ones(capsys, history_file):
-    code, err = run_cli(["generate", "--history", str(history_file), "--prompt", "Hi", "--plug", "nope"], capsys)
+    code, err = run_cli(
+        ["generate", "--history", str(history_file), "--prompt", "Hi", "--plug", "nope"], capsys
+    )
     assert code == 2 and "No plug named 'nope'" in err
 
 

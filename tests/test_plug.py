@@ -61,7 +61,7 @@ def test_lower_tau_sharpens_the_attention():
     soft = make_plug(tau=1.0).attention_weights(query, history, mask)[0]
     sharp = make_plug(tau=0.05).attention_weights(query, history, mask)[0]
     assert sharp.max() > soft.max()
-    entropy = lambda w: -(w * w.clamp_min(1e-12).log()).sum()  # noqa: E731
+    entropy = lambda w: -(w * w.clamp_min(1e-12).log()).sum()
     assert entropy(sharp) < entropy(soft)
 
 

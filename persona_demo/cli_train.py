@@ -1,0 +1,58 @@
+"""`python -m persona_demo train`: train a plug on a LaMP-format folder (see experiments/train.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .cli_generate import add_settings_arguments, settings_from_args
+from .errors import PersonaDemoError
+
+
+def add_train_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("train", help="train a persona plug on LaMP-format data")
+    parser.add_argument("--data", type=Path, required=True, help="LaMP folder with train_questions.json ...")
+    parser.add_argument("--out", type=Path, required=True, help="output plug (.safetensors)")
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--grad-accum", type=int, default=1)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--max-steps", type=int, default=0, help="stop after N optimizer steps (0 = epochs)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--limit", type=int, default=0, help="use the first N training examples (0 = all)")
+    parser.add_argument("--eval-every", type=int, default=50, help="dev evaluation every N steps")
+    parser.add_argument("--eval-limit", type=int, default=64, help="dev examples per evaluation")
+    parser.add_argument("--tau", type=float, default=1.0, help="aggregator temperature (1 = the paper)")
+    parser.add_argument("--aggregation", choices=["attention", "mean"], default="attention")
+    add_settings_arguments(parser)
+    parser.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from .engine.checkpoint import untrained_plug
+    from .engine.engine import PersonaEngine
+    from .experiments.train import TrainConfig, train_plug
+
+    if args.out.suffix != ".safetensors":
+        raise PersonaDemoError("--out must end in .safetensors")
+    config = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        lr=args.lr,
+        max_steps=args.max_steps,
+        seed=args.seed,
+        limit=args.limit,
+        eval_every=args.eval_every,
+        eval_limit=args.eval_limit,
+    ).validated()
+    engine = PersonaEngine.from_settings(settings_from_args(args))
+    try:
+        plug_config = engine.default_plug_config(tau=args.tau, aggregation=args.aggregation)
+    except ValueError as exc:
+        raise PersonaDemoError(str(exc)) from None
+    engine.plug = untrained_plug(plug_config, seed=args.seed).to(engine.loaded_llm.device)
+    result = train_plug(engine, args.data, args.out, config)
+    print(json.dumps({"out": str(args.out), **result}))
+    return 0
