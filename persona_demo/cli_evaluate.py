@@ -1,0 +1,50 @@
+"""`python -m persona_demo evaluate`: one method on one LaMP split → predictions.json + metrics.json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .cli_generate import add_settings_arguments, resolve_plug_path, settings_from_args
+
+
+def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
+    from .experiments.evaluate import METHODS
+
+    parser = subparsers.add_parser("evaluate", help="evaluate a method on a LaMP-format split")
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--split", choices=["dev", "test"], default="dev")
+    parser.add_argument("--method", choices=METHODS, required=True)
+    parser.add_argument("--k", type=int, default=1, help="retrieved items for bm25/recency")
+    parser.add_argument("--plug", help="plug checkpoint or task name (pplug methods)")
+    parser.add_argument("--limit", type=int, default=0, help="first N examples (0 = all)")
+    parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    add_settings_arguments(parser)
+    parser.set_defaults(func=run_evaluate)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from .engine.engine import PersonaEngine
+    from .experiments.evaluate import evaluate
+
+    settings = settings_from_args(args)
+    plug = resolve_plug_path(args.plug, settings) if args.method.startswith("pplug") else None
+    engine = PersonaEngine.from_settings(settings, plug_path=plug)
+    metrics = evaluate(
+        engine,
+        args.data,
+        args.split,
+        args.method,
+        args.out,
+        k=args.k,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+    )
+    print(json.dumps(metrics))
+    return 0

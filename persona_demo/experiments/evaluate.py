@@ -1,0 +1,100 @@
+"""Evaluate a method on a LaMP split: predictions in the official format + metrics.json.
+
+Methods: `none` (the LaMP input alone), `bm25`/`recency` (LaMP's retrieval-augmented prompts, k items),
+`pplug`, `pplug-shuffled` (the plug fed another user's history: what is left is task adaptation) and
+`pplug-no-history` (instruction token only).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..data.lamp import LampDataset, load_split, write_predictions
+from ..engine.engine import PersonaEngine
+from ..engine.generation import GenerationOptions, Row
+from ..errors import PersonaDemoError
+from .metrics import compute_metrics
+from .retrieval import build_rag_prompt
+
+METHODS = ("none", "bm25", "recency", "pplug", "pplug-shuffled", "pplug-no-history")
+
+
+def shuffled_histories(histories: list[list[str]], users: list[str], seed: int) -> list[list[str]]:
+    """Give each example the history of a different user (a derangement over users, seeded)."""
+    rng = random.Random(seed)
+    order = list(range(len(histories)))
+    for _ in range(100):
+        rng.shuffle(order)
+        if all(users[i] != users[j] for i, j in zip(range(len(order)), order)):
+            break
+    return [histories[j] for j in order]
+
+
+def evaluate(
+    engine: PersonaEngine,
+    data_dir: Path,
+    split: str,
+    method: str,
+    out_dir: Path,
+    *,
+    k: int = 1,
+    limit: int = 0,
+    batch_size: int = 8,
+    max_new_tokens: int = 24,
+    seed: int = 0,
+) -> dict[str, object]:
+    if method not in METHODS:
+        raise PersonaDemoError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    dataset: LampDataset = load_split(data_dir, split)
+    examples = [e for e in dataset.examples if e.target is not None][: limit or None]
+    if not examples:
+        raise PersonaDemoError(f"{data_dir}: the {split} split has no examples with gold outputs")
+    spec = dataset.spec
+    histories = [[t for t in (spec.history_text(p) for p in e.profile) if t.strip()] for e in examples]
+    users = [e.user_id or e.id for e in examples]
+    if method == "pplug-shuffled":
+        histories = shuffled_histories(histories, users, seed)
+    if method == "pplug-no-history":
+        histories = [[] for _ in examples]
+    if method in {"bm25", "recency"}:
+        prompts = [build_rag_prompt(dataset.task, e, k, ranker=method) for e in examples]
+    else:
+        prompts = [e.input for e in examples]
+    options = GenerationOptions(max_new_tokens=max_new_tokens)
+    preds: dict[str, str] = {}
+    prompt_tokens = 0
+    started = time.perf_counter()
+    for start in tqdm(range(0, len(examples), batch_size), desc=f"evaluate {method}", unit="batch"):
+        chunk = range(start, min(start + batch_size, len(examples)))
+        rows = [Row(engine.llm.prompt_ids(prompts[i])) for i in chunk]
+        if method.startswith("pplug"):
+            with torch.no_grad():
+                out = engine.plug_output([examples[i].query for i in chunk], [histories[i] for i in chunk])
+            for j, row in enumerate(rows):
+                row.soft_tokens, row.soft_mask = out.soft_tokens[j], out.soft_mask[j]
+        prompt_tokens += sum(len(r.prompt_ids) + (0 if r.soft_tokens is None else 2) for r in rows)
+        for i, text in zip(chunk, engine.llm.generate(rows, options)):
+            preds[examples[i].id] = text
+    seconds = time.perf_counter() - started
+    golds = {e.id: e.target for e in examples}
+    metrics = {
+        "task": spec.official_name,
+        "split": split,
+        "method": method,
+        "n": len(examples),
+        **compute_metrics(dataset.task, preds, golds),
+        "sec_per_example": seconds / len(examples),
+        "prompt_tokens_mean": prompt_tokens / len(examples),
+        "plug": engine.plug_metadata.task if method.startswith("pplug") else None,
+        "k": k if method in {"bm25", "recency"} else None,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_predictions(out_dir / "predictions.json", dataset.task, preds)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    return metrics

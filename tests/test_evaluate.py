@@ -1,0 +1,37 @@
+"""Evaluation writes the official predictions format and flat metrics for every method."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from persona_demo.errors import PersonaDemoError
+from persona_demo.experiments.evaluate import METHODS, evaluate, shuffled_histories
+from tests.test_train import write_lamp4
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_evaluate_writes_both_files(engine, tmp_path, method):
+    data = tmp_path / "data"
+    data.mkdir()
+    write_lamp4(data)
+    metrics = evaluate(engine, data, "dev", method, tmp_path / "out", limit=2, max_new_tokens=4)
+    preds = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert preds["task"] == "LaMP_4" and {g["id"] for g in preds["golds"]} == {"0", "1"}
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert saved == metrics
+    assert saved["n"] == 2 and saved["method"] == method and 0 <= saved["rouge1"] <= 1
+    assert saved["prompt_tokens_mean"] > 0 and saved["sec_per_example"] > 0
+
+
+def test_shuffled_histories_never_give_a_user_their_own():
+    histories = [["a"], ["b"], ["c"], ["d"]]
+    shuffled = shuffled_histories(histories, ["u1", "u2", "u3", "u4"], seed=0)
+    assert sorted(map(tuple, shuffled)) == sorted(map(tuple, histories))
+    assert all(s != h for s, h in zip(shuffled, histories))
+
+
+def test_unknown_method_is_refused(engine, tmp_path):
+    with pytest.raises(PersonaDemoError, match="unknown method"):
+        evaluate(engine, tmp_path, "dev", "magic", tmp_path / "out")
