@@ -120,3 +120,11 @@ def test_damaged_or_foreign_files_are_refused(engine, tmp_path, content):
 def test_missing_checkpoint_is_refused(engine, tmp_path):
     with pytest.raises(PersonaDemoError, match="not found"):
         load_plug(tmp_path / "nope.safetensors", llm_id="x", llm_dim=1, encoder_id="y", encoder_dim=1)
+
+
+def test_shipped_plugs_load_on_the_default_models(engine, settings):
+    shipped = sorted(settings.plugs_dir.glob("*.safetensors"))
+    assert shipped, "assets/plugs should ship at least one trained plug"
+    for path in shipped:
+        metadata = engine.load_plug(path)
+        assert metadata.task == path.stem and metadata.training

@@ -80,6 +80,7 @@ def save_plug(path: str | Path, plug: PersonaPlug, metadata: PlugMetadata) -> Pa
         os.close(fd)
         try:
             writer(tmp)
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; plugs are meant to be shared
             os.replace(tmp, target)
         finally:
             if os.path.exists(tmp):
