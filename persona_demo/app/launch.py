@@ -12,7 +12,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
-def build_demo(engine):
+def build_demo(engine, store=None):
+    """The page; with a `PersonaStore`, a persona picker fills the history box from stored personas."""
     import gradio as gr
 
     from ..engine.generation import GenerationOptions
@@ -28,11 +29,20 @@ def build_demo(engine):
         except PersonaDemoError as exc:
             raise gr.Error(str(exc)) from None
 
+    personas = {p.name: p.id for p in store.list_personas()} if store is not None else {}
+
+    def load_persona(name: str) -> str:
+        if name not in personas:
+            raise gr.Error("Pick a persona from the list.")
+        return "\n\n".join(item.text for item in store.list_items(personas[name]))
+
     with gr.Blocks(title="Persona Studio") as demo:
         gr.Markdown(f"# Persona Studio\n{engine.describe()}")
+        picker = gr.Dropdown(list(personas), label="persona", elem_id="persona", visible=bool(personas))
         history = gr.Textbox(
             label="Persona history (one text per blank-line-separated block)", lines=8, elem_id="history"
         )
+        picker.change(load_persona, picker, history, api_name="load_persona")
         prompt = gr.Textbox(label="Prompt", elem_id="prompt")
         with gr.Row():
             max_new = gr.Slider(4, 256, value=engine.settings.max_new_tokens, step=1, label="max new tokens")
@@ -50,13 +60,22 @@ def build_demo(engine):
 
 def main(argv: list[str] | None = None) -> int:
     from ..config import Settings
+    from ..data.seed import ensure_seed_personas
+    from ..data.store import PersonaStore
     from ..engine.engine import PersonaEngine
 
     parser = argparse.ArgumentParser(description="Persona Studio")
     parser.add_argument("--host", default=os.environ.get("PERSONA_DEMO_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PERSONA_DEMO_PORT", "7860")))
     parser.add_argument("--plug", default=os.environ.get("PERSONA_DEMO_PLUG"), help="plug checkpoint path")
+    parser.add_argument(
+        "--db", default=None, help="persona database (default: PERSONA_DEMO_DB or the user data folder)"
+    )
     args = parser.parse_args(argv)
-    engine = PersonaEngine.from_settings(Settings.from_env(), plug_path=args.plug)
-    build_demo(engine).queue().launch(server_name=args.host, server_port=args.port)
+    store = PersonaStore(args.db)
+    ensure_seed_personas(store)  # first start: example personas, so the demo is alive at once
+    engine = PersonaEngine.from_settings(
+        Settings.from_env(), plug_path=args.plug, cache=store.embedding_cache
+    )
+    build_demo(engine, store).queue().launch(server_name=args.host, server_port=args.port)
     return 0
