@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 import string
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -82,6 +82,10 @@ class LampTask:
             if k in item or k not in self.optional_fields
         ]
         return " ".join(parts)
+
+    def history_texts(self, profile: Sequence[Mapping[str, Any]]) -> list[str]:
+        """The non-empty history texts of a whole profile, in profile order (what the plug reads)."""
+        return [t for t in map(self.history_text, profile) if t.strip()]
 
     def bm25_text(self, item: Mapping[str, Any]) -> str:
         """Text of one history item as LaMP's BM25 corpus makers build it."""

@@ -56,7 +56,7 @@ def evaluate(
     if not examples:
         raise PersonaDemoError(f"{data_dir}: the {split} split has no examples with gold outputs")
     spec = dataset.spec
-    histories = [[t for t in (spec.history_text(p) for p in e.profile) if t.strip()] for e in examples]
+    histories = [spec.history_texts(e.profile) for e in examples]
     users = [e.user_id or e.id for e in examples]
     if method == "pplug-shuffled":
         histories = shuffled_histories(histories, users, seed)

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..data.lamp import LampDataset, LampExample, load_split
+from ..data.lamp import LampDataset, load_split
 from ..engine.checkpoint import PlugMetadata, save_plug
 from ..engine.engine import PersonaEngine
 from ..engine.generation import Row
@@ -69,8 +69,7 @@ def to_examples(dataset: LampDataset, limit: int = 0) -> list[Example]:
     for e in dataset.examples[: limit or None]:
         if not e.target:
             continue
-        history = [t for t in (spec.history_text(p) for p in e.profile) if t.strip()]
-        out.append(Example(e.input, e.query or e.input, history, e.target))
+        out.append(Example(e.input, e.query or e.input, spec.history_texts(e.profile), e.target))
     if not out:
         raise PersonaDemoError(f"{dataset.source}: no examples with a target to train on")
     return out
@@ -192,6 +191,3 @@ def train_plug(engine: PersonaEngine, data_dir: Path, out: Path, config: TrainCo
         task=Path(data_dir).name,
     )
     return PlugTrainer(engine, config).fit(train, dev, Path(out), metadata)
-
-
-__all__ = ["Example", "LampExample", "PlugTrainer", "TrainConfig", "history_dropout", "train_plug"]
