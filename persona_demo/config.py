@@ -47,6 +47,8 @@ class Settings:
     """Where trained plugs (`<task>.safetensors`) are looked up by task name."""
     max_new_tokens: int = 48
     """Default length of a generation."""
+    generation_concurrency: int = 1
+    """How many generations (compare/chat) the studio runs at once; others wait in the queue."""
     encoder_batch_size: int = 64
     encoder_max_length: int = 256
 
@@ -76,6 +78,8 @@ class Settings:
             raise PersonaDemoError("threads must be 0 (all cores) or a positive number")
         if not 1 <= self.max_new_tokens <= 4096:
             raise PersonaDemoError("max_new_tokens must be between 1 and 4096")
+        if not 1 <= self.generation_concurrency <= 64:
+            raise PersonaDemoError("generation_concurrency must be between 1 and 64")
         if not 1 <= self.encoder_batch_size <= 4096:
             raise PersonaDemoError("encoder_batch_size must be between 1 and 4096")
         if not 8 <= self.encoder_max_length <= 8192:

@@ -55,3 +55,45 @@ def bike_history() -> list[str]:
         "My carbon frame cracked on a rocky descent; I switched to titanium.",
         "Tubeless tyres at low pressure changed how I climb.",
     ]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def studio_store(tmp_path):
+    """A real SQLite persona store in a temp folder, with the seed personas."""
+    from persona_demo.data.seed import ensure_seed_personas
+    from persona_demo.data.store import PersonaStore
+
+    store = PersonaStore(tmp_path / "personas.db")
+    ensure_seed_personas(store)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def studio_service(engine, studio_store):
+    """The studio's service layer over the real engine, store and shipped plugs."""
+    from persona_demo.app.service import StudioService
+
+    return StudioService(engine, studio_store)
+
+
+@pytest.fixture
+def running_studio(engine, studio_store):
+    """The studio served on a free port (in this process); yields its URL."""
+    from persona_demo.app.launch import build_demo
+
+    port = free_port()
+    demo = build_demo(engine, studio_store).queue()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -70,36 +69,3 @@ def test_unknown_plug_name_lists_the_available_ones(capsys, history_file):
         ["generate", "--history", str(history_file), "--prompt", "Hi", "--plug", "nope"], capsys
     )
     assert code == 2 and "No plug named 'nope'" in err
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_app_compare_endpoint_serves_both_outputs(engine, tmp_path):
-    from gradio_client import Client
-
-    from persona_demo.app.launch import build_demo
-    from persona_demo.data.seed import ensure_seed_personas
-    from persona_demo.data.store import PersonaStore
-
-    store = PersonaStore(tmp_path / "personas.db")
-    assert ensure_seed_personas(store) >= 5
-    first = store.list_personas()[0]
-    port = free_port()
-    demo = build_demo(engine, store).queue()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        loaded = client.predict(first.name, api_name="/load_persona")
-        assert loaded.count("\n\n") == first.item_count - 1
-        history = "I ride my mountain bike every weekend.\n\nTubeless tyres changed how I climb."
-        without, with_plug, attended = client.predict(history, "Write a post.", 12, 1.0, api_name="/compare")
-        assert without and with_plug and without != with_plug
-        assert "mountain bike" in attended
-        with pytest.raises(Exception, match="no history"):
-            client.predict("", "Write a post.", 12, 1.0, api_name="/compare")
-    finally:
-        demo.close()

@@ -1,81 +1,103 @@
-"""A first, minimal studio: paste a persona's history, type a prompt, compare with and without the plug.
+"""Start the studio: parse options (flags ← env ← defaults), open the store, load the models, serve.
 
-The full studio (persona store, live embedding plot, chat) is issue 5; this page already runs the real engine.
+Binds to 127.0.0.1 unless told otherwise: the page can read and change every stored persona.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+log = logging.getLogger(__name__)
 
-def build_demo(engine, store=None):
-    """The page; with a `PersonaStore`, a persona picker fills the history box from stored personas."""
-    import gradio as gr
 
-    from ..engine.generation import GenerationOptions
+def build_demo(engine, store, plugs_dir=None):
+    """The studio page for an engine and a `PersonaStore` (used by tests and `main`)."""
+    from .service import StudioService
+    from .ui import build_studio
+
+    service = StudioService(engine, store, plugs_dir)
+    return build_studio(service, engine.settings.generation_concurrency)
+
+
+def parse_auth(value: str | None) -> list[tuple[str, str]] | None:
+    """`user:password[,user2:password2]` → gradio's auth list; None = no login."""
     from ..errors import PersonaDemoError
 
-    def compare(history_text: str, prompt: str, max_new_tokens: float, strength: float):
-        history = [block.strip() for block in (history_text or "").split("\n\n") if block.strip()]
-        try:
-            options = GenerationOptions(max_new_tokens=int(max_new_tokens))
-            for result in engine.stream_compare(prompt or "", history, options, strength=float(strength)):
-                top = "\n".join(f"{w:.3f}  {t[:90]}" for w, t in result.top_items(history, k=5))
-                yield result.without_plug, result.with_plug, top
-        except PersonaDemoError as exc:
-            raise gr.Error(str(exc)) from None
+    if not value:
+        return None
+    pairs = []
+    for part in value.split(","):
+        user, sep, password = part.partition(":")
+        if not sep or not user.strip() or not password:
+            raise PersonaDemoError("--auth must look like user:password (several separated by commas)")
+        pairs.append((user.strip(), password))
+    return pairs
 
-    personas = {p.name: p.id for p in store.list_personas()} if store is not None else {}
 
-    def load_persona(name: str) -> str:
-        if name not in personas:
-            raise gr.Error("Pick a persona from the list.")
-        return "\n\n".join(item.text for item in store.list_items(personas[name]))
-
-    with gr.Blocks(title="Persona Studio") as demo:
-        gr.Markdown(f"# Persona Studio\n{engine.describe()}")
-        picker = gr.Dropdown(list(personas), label="persona", elem_id="persona", visible=bool(personas))
-        history = gr.Textbox(
-            label="Persona history (one text per blank-line-separated block)", lines=8, elem_id="history"
-        )
-        picker.change(load_persona, picker, history, api_name="load_persona")
-        prompt = gr.Textbox(label="Prompt", elem_id="prompt")
-        with gr.Row():
-            max_new = gr.Slider(4, 256, value=engine.settings.max_new_tokens, step=1, label="max new tokens")
-            strength = gr.Slider(0, 3, value=1.0, step=0.1, label="persona strength")
-        run = gr.Button("Generate", variant="primary", elem_id="run")
-        with gr.Row():
-            without = gr.Textbox(label="without plug", elem_id="without")
-            with_plug = gr.Textbox(label="with plug (persona)", elem_id="with")
-        attended = gr.Textbox(label="history items the plug attended to", elem_id="attended")
-        run.click(
-            compare, [history, prompt, max_new, strength], [without, with_plug, attended], api_name="compare"
-        )
-    return demo
+def parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    p = argparse.ArgumentParser(description="Persona Studio: a frozen LLM personalized by a Persona-Plug")
+    p.add_argument(
+        "--host",
+        default=env("PERSONA_DEMO_HOST", "127.0.0.1"),
+        help="address to bind (env PERSONA_DEMO_HOST)",
+    )
+    p.add_argument(
+        "--port", type=int, default=int(env("PERSONA_DEMO_PORT", "7860")), help="env PERSONA_DEMO_PORT"
+    )
+    p.add_argument("--db", default=env("PERSONA_DEMO_DB"), help="persona database file (env PERSONA_DEMO_DB)")
+    p.add_argument(
+        "--plug",
+        default=env("PERSONA_DEMO_PLUG"),
+        help="plug for free prompts and chat (env PERSONA_DEMO_PLUG)",
+    )
+    p.add_argument("--llm", help="LLM id or folder (env PERSONA_DEMO_LLM)")
+    p.add_argument("--encoder", help="history encoder id or folder (env PERSONA_DEMO_ENCODER)")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N (env PERSONA_DEMO_DEVICE)")
+    p.add_argument(
+        "--quantize", choices=["auto", "none", "nf4"], help="LLM quantization (env PERSONA_DEMO_QUANTIZATION)"
+    )
+    p.add_argument(
+        "--auth",
+        default=env("PERSONA_DEMO_AUTH"),
+        help="user:password to require a login (env PERSONA_DEMO_AUTH)",
+    )
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..cli_generate import resolve_plug_path
     from ..config import Settings
     from ..data.seed import ensure_seed_personas
     from ..data.store import PersonaStore
     from ..engine.engine import PersonaEngine
+    from ..errors import PersonaDemoError
+    from .space import warm_umap
 
-    parser = argparse.ArgumentParser(description="Persona Studio")
-    parser.add_argument("--host", default=os.environ.get("PERSONA_DEMO_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PERSONA_DEMO_PORT", "7860")))
-    parser.add_argument("--plug", default=os.environ.get("PERSONA_DEMO_PLUG"), help="plug checkpoint path")
-    parser.add_argument(
-        "--db", default=None, help="persona database (default: PERSONA_DEMO_DB or the user data folder)"
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = parser().parse_args(argv)
+    try:
+        auth = parse_auth(args.auth)
+        settings = Settings.from_env(
+            llm=args.llm, encoder=args.encoder, device=args.device, quantization=args.quantize
+        )
+        warm_umap()  # numba compiles while the models load
+        store = PersonaStore(args.db)
+        ensure_seed_personas(store)  # first start: example personas, so the demo is alive at once
+        plug_path = resolve_plug_path(args.plug, settings)
+        engine = PersonaEngine.from_settings(settings, plug_path=plug_path, cache=store.embedding_cache)
+        demo = build_demo(engine, store, settings.plugs_dir)
+    except PersonaDemoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    log.info("Persona Studio on http://%s:%s", args.host, args.port)
+    demo.queue(default_concurrency_limit=4).launch(
+        server_name=args.host, server_port=args.port, auth=auth, show_error=False
     )
-    args = parser.parse_args(argv)
-    store = PersonaStore(args.db)
-    ensure_seed_personas(store)  # first start: example personas, so the demo is alive at once
-    engine = PersonaEngine.from_settings(
-        Settings.from_env(), plug_path=args.plug, cache=store.embedding_cache
-    )
-    build_demo(engine, store).queue().launch(server_name=args.host, server_port=args.port)
     return 0

@@ -9,9 +9,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from .cache import EmbeddingCache, MemoryEmbeddingCache, text_hash
 from .models import LoadedEncoder
+
+PROGRESS_MIN = 512
+"""Encoding at least this many new texts at once shows a progress bar."""
 
 
 def pool(last_hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -76,7 +80,9 @@ class HistoryEncoder:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         tokenizer, model = self.encoder.tokenizer, self.encoder.model
-        for start in range(0, len(order), self.batch_size):
+        starts = range(0, len(order), self.batch_size)
+        # Long jobs (a whole dataset's profiles: minutes on a CPU) get a progress bar; live edits don't.
+        for start in tqdm(starts, desc="encoding history", unit="batch", disable=len(texts) < PROGRESS_MIN):
             index = order[start : start + self.batch_size]
             batch = tokenizer(
                 [texts[i] for i in index],

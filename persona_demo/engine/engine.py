@@ -124,12 +124,18 @@ class PersonaEngine:
         histories: Sequence[Sequence[str]],
         strength: float = 1.0,
         history_vectors: tuple[torch.Tensor, torch.Tensor] | None = None,
+        plug: PersonaPlug | None = None,
     ) -> PlugOutput:
-        """Soft tokens for a batch of (query, history) pairs."""
+        """Soft tokens for a batch of (query, history) pairs, from `plug` (default: the engine's own).
+
+        Passing the plug per call lets one engine serve several task plugs from many threads without
+        swapping `self.plug` under another request's feet.
+        """
         query_vectors = self.encoder.encode_queries(list(queries))
         history, mask = history_vectors if history_vectors is not None else self.history_tensor(histories)
         device = self.loaded_llm.device
-        return self.plug(query_vectors.to(device), history.to(device), mask.to(device), strength=strength)
+        plug = plug or self.plug
+        return plug(query_vectors.to(device), history.to(device), mask.to(device), strength=strength)
 
     def persona_vector(self, history: Sequence[str]) -> torch.Tensor:
         """Query-independent persona vector (for maps of the user space)."""
@@ -138,15 +144,25 @@ class PersonaEngine:
 
     # ----- generation ----------------------------------------------------------------------------------
     def rows(
-        self, prompt: Prompt, history: Sequence[str], strength: float = 1.0, query: str | None = None
+        self,
+        prompt: Prompt,
+        history: Sequence[str],
+        strength: float = 1.0,
+        query: str | None = None,
+        plug: PersonaPlug | None = None,
+        plain_prompt: Prompt | None = None,
     ) -> tuple[Row, Row, list[float]]:
-        """(plugged row, plain row, attention weights) for one prompt and persona."""
+        """(plugged row, plain row, attention weights) for one prompt and persona.
+
+        `plain_prompt` lets the unpersonalized row follow its own conversation (chat side by side).
+        """
         clean = validate_history(history)
         ids = self.llm.prompt_ids(prompt)
+        plain_ids = ids if plain_prompt is None else self.llm.prompt_ids(plain_prompt)
         with torch.no_grad():
-            out = self.plug_output([query or prompt_text(prompt)], [clean], strength)
+            out = self.plug_output([query or prompt_text(prompt)], [clean], strength, plug=plug)
         plugged = Row(ids, out.soft_tokens[0], out.soft_mask[0])
-        return plugged, Row(ids), out.weights[0, : len(clean)].tolist()
+        return plugged, Row(plain_ids), out.weights[0, : len(clean)].tolist()
 
     def compare(
         self,
@@ -169,10 +185,12 @@ class PersonaEngine:
         options: GenerationOptions | None = None,
         strength: float = 1.0,
         query: str | None = None,
+        plug: PersonaPlug | None = None,
+        plain_prompt: Prompt | None = None,
     ) -> Iterator[Comparison]:
         """`compare`, yielding both texts after every generated token."""
         started = time.perf_counter()
-        plugged, plain, weights = self.rows(prompt, history, strength, query)
+        plugged, plain, weights = self.rows(prompt, history, strength, query, plug, plain_prompt)
         for with_plug, without_plug in self.llm.stream([plugged, plain], options or self.default_options()):
             yield Comparison(with_plug, without_plug, weights, time.perf_counter() - started)
 

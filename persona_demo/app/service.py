@@ -1,0 +1,303 @@
+"""StudioService: everything the studio does, as plain methods over the store and the engine.
+
+No gradio here: the UI (`ui.py`) only wires widgets to these methods, so every action is unit-tested
+without a browser. Errors a person caused raise `PersonaDemoError` with a message meant for them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.ingest import HistoryItem
+from ..data.store import ImportResult, PersonaStore, PersonaSummary
+from ..engine.checkpoint import PlugMetadata, load_plug
+from ..engine.engine import Comparison, PersonaEngine
+from ..engine.generation import GenerationOptions
+from ..engine.plug import PersonaPlug
+from ..errors import PersonaDemoError
+from .tasks import FREE_TASK, StudioTask, shipped_tasks
+
+log = logging.getLogger(__name__)
+
+ChatMessages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class PersonaUpdate:
+    """What one history edit did to the persona's embedding; `status` is shown to the user."""
+
+    persona_id: int
+    items: int
+    new_texts_encoded: int
+    milliseconds: float
+    notes: tuple[str, ...] = ()
+
+    @property
+    def status(self) -> str:
+        text = (
+            f"persona updated: {self.items} item{'s' if self.items != 1 else ''}, "
+            f"{self.milliseconds:.0f} ms ({self.new_texts_encoded} new text"
+            f"{'s' if self.new_texts_encoded != 1 else ''} encoded)"
+        )
+        return "; ".join([text, *self.notes])
+
+
+@dataclass(frozen=True)
+class LoadedTask:
+    task: StudioTask
+    plug: PersonaPlug
+    metadata: PlugMetadata
+
+
+@dataclass
+class SpaceData:
+    """Everything the embedding map needs: one vector per persona (+ optional extra points)."""
+
+    ids: list[int]
+    names: list[str]
+    item_counts: list[int]
+    samples: list[list[str]]
+    vectors: np.ndarray
+    item_vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+    item_texts: list[str] = field(default_factory=list)
+
+
+class StudioService:
+    """Persona CRUD, live persona embeddings, side-by-side generation and chat for one engine + store."""
+
+    def __init__(self, engine: PersonaEngine, store: PersonaStore, plugs_dir: Path | None = None) -> None:
+        self.engine = engine
+        self.store = store
+        self.tasks: dict[str, LoadedTask] = {}
+        for task, path in shipped_tasks(plugs_dir or engine.settings.plugs_dir):
+            try:
+                plug, metadata = load_plug(
+                    path,
+                    llm_id=engine.loaded_llm.model_id,
+                    llm_dim=engine.llm.hidden_size,
+                    encoder_id=engine.encoder.encoder_id,
+                    encoder_dim=engine.encoder.dim,
+                )
+            except PersonaDemoError as exc:  # a plug for another model: skip it, say so in the log
+                log.warning("plug %s not offered: %s", path.name, exc)
+                continue
+            self.tasks[task.key] = LoadedTask(task, plug.to(engine.loaded_llm.device).eval(), metadata)
+        # Free prompts and chat use the engine's own plug (--plug), else the first shipped one.
+        if engine.plug_metadata.task == "untrained" and self.tasks:
+            first = next(iter(self.tasks.values()))
+            engine.plug, engine.plug_metadata = first.plug, first.metadata
+        self.tasks[FREE_TASK.key] = LoadedTask(FREE_TASK, engine.plug, engine.plug_metadata)
+
+    # ----------------------------------------------------------------------------------------- status
+    def describe(self) -> str:
+        """One status line: what runs, and how good each plug measured on dev."""
+        plugs = []
+        for key, loaded in self.tasks.items():
+            if key == FREE_TASK.key:
+                continue
+            metrics = {k: v for k, v in loaded.metadata.metrics.items() if k in {"dev_nll", "rouge1", "mae"}}
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, int | float))
+            plugs.append(f"{key}" + (f" ({shown})" if shown else ""))
+        return f"{self.engine.describe()} · plugs: {'; '.join(plugs) or 'none shipped (untrained plug)'}"
+
+    def task_choices(self) -> list[tuple[str, str]]:
+        return [(loaded.task.label, key) for key, loaded in self.tasks.items()]
+
+    def task(self, key: str) -> LoadedTask:
+        if key not in self.tasks:
+            raise PersonaDemoError(f"Unknown task {key!r}; choose one of {', '.join(self.tasks)}.")
+        return self.tasks[key]
+
+    # --------------------------------------------------------------------------------------- personas
+    def personas(self, search: str = "") -> list[PersonaSummary]:
+        return self.store.list_personas(search or "")
+
+    def create_persona(self, name: str) -> int:
+        return self.store.create_persona(name)
+
+    def rename_persona(self, persona_id: int | None, name: str) -> None:
+        self.store.rename_persona(self._require(persona_id), name)
+
+    def duplicate_persona(self, persona_id: int | None) -> int:
+        return self.store.duplicate_persona(self._require(persona_id))
+
+    def delete_persona(self, persona_id: int | None) -> None:
+        self.store.delete_persona(self._require(persona_id))
+
+    def export_persona(self, persona_id: int | None, folder: Path) -> Path:
+        """Write the persona as a JSON file (importable again) and return its path."""
+        import json
+        import re
+
+        data = self.store.export_persona(self._require(persona_id))
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(data.get("name", "persona"))).strip("._") or "persona"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{safe[:60]}.json"
+        path.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
+        return path
+
+    def import_file(self, path: str | Path) -> ImportResult:
+        """Import personas from an export, a LaMP file or blog-style JSONL (all or nothing)."""
+        return self.store.ingest_upload(Path(path), Path(path).name)
+
+    def history(self, persona_id: int | None) -> list[HistoryItem]:
+        return self.store.list_items(self._require(persona_id))
+
+    # ----------------------------------------------------------------------------- history + embedding
+    def add_text(self, persona_id: int | None, text: str) -> PersonaUpdate:
+        if not (text or "").strip():
+            raise PersonaDemoError("Write some text first: an empty history item can't describe anyone.")
+        result = self.store.add_items(self._require(persona_id), [text])
+        return self.refresh_embedding(persona_id, notes=tuple(result.messages))
+
+    def edit_item(self, persona_id: int | None, item_id: int | None, text: str) -> PersonaUpdate:
+        if item_id is None:
+            raise PersonaDemoError("Pick the history item to edit first.")
+        if not (text or "").strip():
+            raise PersonaDemoError("An item can't be empty; delete it instead.")
+        self.store.update_item(int(item_id), text)
+        return self.refresh_embedding(persona_id)
+
+    def delete_item(self, persona_id: int | None, item_id: int | None) -> PersonaUpdate:
+        if item_id is None:
+            raise PersonaDemoError("Pick the history item to delete first.")
+        self.store.delete_item(int(item_id))
+        return self.refresh_embedding(persona_id)
+
+    def upload(self, persona_id: int | None, path: str | Path) -> PersonaUpdate:
+        """Add an uploaded file's texts (txt, md, csv, json, jsonl) to this persona."""
+        result = self.store.ingest_upload(Path(path), Path(path).name, persona_id=self._require(persona_id))
+        return self.refresh_embedding(persona_id, notes=(result.summary(), *result.messages))
+
+    def embedding_id(self) -> str:
+        """Cache key of the map's persona embedding (it depends only on the encoder)."""
+        return f"mean:{self.engine.encoder.encoder_id}"
+
+    def refresh_embedding(self, persona_id: int | None, notes: tuple[str, ...] = ()) -> PersonaUpdate:
+        """Recompute the persona embedding; only texts the encoder never saw are encoded."""
+        pid = self._require(persona_id)
+        started = time.perf_counter()
+        before = self.engine.encoder.texts_encoded
+        persona = self.store.get_persona(pid)
+        texts = [item.text for item in self.store.list_items(pid)]
+        if texts:
+            vector = self.engine.encoder.encode(texts).mean(0).numpy()
+            self.store.put_persona_vector(pid, self.embedding_id(), vector, revision=persona.revision)
+        elapsed = (time.perf_counter() - started) * 1000
+        return PersonaUpdate(pid, len(texts), self.engine.encoder.texts_encoded - before, elapsed, notes)
+
+    def persona_embedding(self, persona_id: int) -> np.ndarray | None:
+        """The stored embedding if current, else computed now (None for an empty persona)."""
+        vector = self.store.get_persona_vector(persona_id, self.embedding_id())
+        if vector is None:
+            self.refresh_embedding(persona_id)
+            vector = self.store.get_persona_vector(persona_id, self.embedding_id())
+        return vector
+
+    def space(self, current_id: int | None = None, with_items: bool = False) -> SpaceData:
+        """Every non-empty persona's embedding (and the current persona's items if asked)."""
+        ids, names, counts, samples, vectors = [], [], [], [], []
+        for summary in self.store.list_personas():
+            vector = self.persona_embedding(summary.id) if summary.item_count else None
+            if vector is None:
+                continue
+            items = self.store.list_items(summary.id)
+            ids.append(summary.id)
+            names.append(summary.name)
+            counts.append(summary.item_count)
+            samples.append([item.text for item in items[:2]])
+            vectors.append(vector)
+        data = SpaceData(ids, names, counts, samples, np.asarray(vectors, dtype=np.float32))
+        if with_items and current_id is not None and current_id in ids:
+            texts = [item.text for item in self.store.list_items(current_id)]
+            data.item_vectors = self.engine.encoder.encode(texts).numpy()
+            data.item_texts = texts
+        return data
+
+    # ------------------------------------------------------------------------------------- generation
+    def _persona_texts(self, persona_id: int | None) -> list[str]:
+        texts = [item.text for item in self.history(persona_id)]
+        if not texts:
+            raise PersonaDemoError(
+                "This persona has no history yet: add at least one text it wrote, then generate."
+            )
+        return texts
+
+    def stream_compare(
+        self,
+        persona_id: int | None,
+        task_key: str,
+        user_input: str,
+        options: GenerationOptions,
+        strength: float = 1.0,
+    ) -> Iterator[tuple[Comparison, list[str]]]:
+        """Without/with the task's plug, one batched call, streamed; yields (comparison, history)."""
+        if not (user_input or "").strip():
+            raise PersonaDemoError("Type an input first.")
+        loaded = self.task(task_key)
+        texts = self._persona_texts(persona_id)
+        prompt = loaded.task.prompt(user_input)
+        last = None
+        with torch.no_grad():
+            for last in self.engine.stream_compare(
+                prompt, texts, options.validated(), strength, query=user_input.strip(), plug=loaded.plug
+            ):
+                yield last, texts
+        if last is not None:
+            self.store.log_generation(
+                persona_id=persona_id,
+                task=task_key,
+                prompt=user_input,
+                output_base=last.without_plug,
+                output_personal=last.with_plug,
+                settings={"max_new_tokens": options.max_new_tokens, "strength": strength},
+            )
+
+    def stream_chat(
+        self,
+        persona_id: int | None,
+        persona_chat: ChatMessages,
+        plain_chat: ChatMessages,
+        message: str,
+        options: GenerationOptions,
+        strength: float = 1.0,
+    ) -> Iterator[tuple[str, str]]:
+        """One chat turn as the persona and, beside it, unpersonalized; each side keeps its own thread."""
+        if not (message or "").strip():
+            raise PersonaDemoError("Type a message first.")
+        texts = self._persona_texts(persona_id)
+        turn = {"role": "user", "content": message.strip()}
+        persona_msgs = [*_clean_chat(persona_chat), turn]
+        plain_msgs = [*_clean_chat(plain_chat), turn]
+        with torch.no_grad():
+            for result in self.engine.stream_compare(
+                persona_msgs, texts, options.validated(), strength, plain_prompt=plain_msgs
+            ):
+                yield result.with_plug, result.without_plug
+
+    def _require(self, persona_id: int | None) -> int:
+        if persona_id is None or persona_id == "":
+            raise PersonaDemoError("Pick a persona first (or create one).")
+        try:
+            return int(persona_id)
+        except (TypeError, ValueError):
+            raise PersonaDemoError(f"{persona_id!r} is not a persona id.") from None
+
+
+def _clean_chat(messages: Sequence[dict] | None) -> ChatMessages:
+    """Gradio chat history → plain {role, content} text messages (drops anything else)."""
+    out = []
+    for m in messages or []:
+        role, content = m.get("role"), m.get("content")
+        if isinstance(content, list):  # gradio 6 may wrap text in [{"type": "text", "text": ...}]
+            content = " ".join(str(c.get("text", "")) for c in content if isinstance(c, dict))
+        if role in {"user", "assistant"} and isinstance(content, str) and content.strip():
+            out.append({"role": role, "content": content})
+    return out

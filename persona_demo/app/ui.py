@@ -1,0 +1,398 @@
+"""The studio page (gr.Blocks): widgets wired to `StudioService`; no logic beyond presentation.
+
+Per-browser-session state (the selected persona, its previous map position) lives in `gr.State`, so one
+user's selection never leaks into another's. Generation events share one concurrency group ("llm") whose
+limit comes from the settings: the queue, not the model, absorbs a crowd.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+import torch
+
+from ..engine.generation import GenerationOptions
+from ..errors import PersonaDemoError
+from .service import StudioService
+from .space import attention_figure, space_figure, umap_ready
+
+log = logging.getLogger(__name__)
+
+CSS = """
+#status-line {font-size: 0.85em; opacity: 0.8}
+"""
+
+
+def _as_gradio_error(exc: BaseException) -> gr.Error:
+    """Every failure becomes a message a person can read; details go to the log, never to the page."""
+    if isinstance(exc, PersonaDemoError):
+        return gr.Error(str(exc))
+    if isinstance(exc, torch.OutOfMemoryError):
+        return gr.Error("The model ran out of memory: try fewer new tokens or a shorter input.")
+    log.exception("studio action failed")
+    return gr.Error(
+        f"Something went wrong ({type(exc).__name__}); nothing was changed. The app keeps running."
+    )
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Wrap a callback (plain or generator) so any exception reaches the user as a gradio message."""
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def gen_wrapper(*args: Any, **kwargs: Any):
+            try:
+                yield from fn(*args, **kwargs)
+            except gr.Error:
+                raise
+            except Exception as exc:  # noqa: BLE001 - converted to a user-facing message
+                raise _as_gradio_error(exc) from None
+
+        return gen_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as exc:  # noqa: BLE001 - converted to a user-facing message
+            raise _as_gradio_error(exc) from None
+
+    return wrapper
+
+
+def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.Blocks:
+    """The whole page."""
+    engine = service.engine
+
+    # ------------------------------------------------------------------------------ presentation helpers
+    def persona_choices(search: str = "") -> list[tuple[str, int]]:
+        return [(f"{p.name} ({p.item_count})", p.id) for p in service.personas(search)]
+
+    def history_view(persona_id: int | None):
+        if persona_id is None:
+            return [], gr.update(choices=[], value=None)
+        items = service.history(persona_id)
+        rows = [[i + 1, item.text] for i, item in enumerate(items)]
+        labels = [(f"{i + 1}. {item.text[:60]}", item.id) for i, item in enumerate(items)]
+        return rows, gr.update(choices=labels, value=None)
+
+    def options(max_new: float, sample: bool, temperature: float) -> GenerationOptions:
+        return GenerationOptions(
+            max_new_tokens=int(max_new), do_sample=bool(sample), temperature=float(temperature)
+        )
+
+    # --------------------------------------------------------------------------------------- callbacks
+    @user_errors
+    def search_personas(search: str, current: int | None):
+        choices = persona_choices(search)
+        keep = current if any(v == current for _, v in choices) else None
+        return gr.update(choices=choices, value=keep)
+
+    @user_errors
+    def select_persona(persona_id: int | None):
+        """Load a persona: its history, the name box, a fresh map position."""
+        if persona_id is None:
+            rows, items = history_view(None)
+            return None, rows, items, "", "Pick or create a persona.", None
+        persona = service.store.get_persona(int(persona_id))
+        rows, items = history_view(persona.id)
+        status = f"{_md_escape(persona.name)}: {persona.item_count} items"
+        return persona.id, rows, items, persona.name, status, None
+
+    @user_errors
+    def create_persona(name: str, search: str):
+        pid = service.create_persona(name)
+        gr.Info(f"Created persona {name.strip()!r}.")
+        return gr.update(choices=persona_choices(search), value=pid)
+
+    @user_errors
+    def rename_persona(current: int | None, name: str, search: str):
+        service.rename_persona(current, name)
+        return gr.update(choices=persona_choices(search), value=current)
+
+    @user_errors
+    def duplicate_persona(current: int | None, search: str):
+        pid = service.duplicate_persona(current)
+        return gr.update(choices=persona_choices(search), value=pid)
+
+    @user_errors
+    def ask_delete(current: int | None):
+        if current is None:
+            raise PersonaDemoError("Pick a persona first.")
+        persona = service.store.get_persona(int(current))
+        return gr.update(
+            visible=True
+        ), f"Delete **{_md_escape(persona.name)}** and its {persona.item_count} items?"
+
+    @user_errors
+    def confirm_delete(current: int | None, search: str):
+        service.delete_persona(current)
+        gr.Info("Persona deleted.")
+        return gr.update(visible=False), gr.update(choices=persona_choices(search), value=None)
+
+    @user_errors
+    def export_persona(current: int | None):
+        return str(service.export_persona(current, Path(tempfile.mkdtemp(prefix="persona-export-"))))
+
+    @user_errors
+    def import_personas(path: str | None, search: str):
+        if not path:
+            raise PersonaDemoError("Choose a file to import.")
+        result = service.import_file(path)
+        gr.Info(result.summary())
+        value = result.persona_ids[0] if result.persona_ids else None
+        return gr.update(choices=persona_choices(search), value=value), None
+
+    def _after_edit(persona_id: int, update, previous, search: str):
+        rows, items = history_view(persona_id)
+        choices = gr.update(choices=persona_choices(search), value=persona_id)
+        return rows, items, update.status, previous, choices, ""
+
+    @user_errors
+    def add_text(current: int | None, text: str, search: str):
+        previous = _current_vector(current)
+        update = service.add_text(current, text)
+        return _after_edit(update.persona_id, update, previous, search)
+
+    @user_errors
+    def upload_history(current: int | None, path: str | None, search: str):
+        if not path:
+            raise PersonaDemoError("Choose a file to upload.")
+        previous = _current_vector(current)
+        update = service.upload(current, path)
+        return (*_after_edit(update.persona_id, update, previous, search)[:5], None)
+
+    @user_errors
+    def pick_item(item_id: int | None):
+        return "" if item_id is None else service.store.get_item(int(item_id)).text
+
+    @user_errors
+    def save_item(current: int | None, item_id: int | None, text: str, search: str):
+        previous = _current_vector(current)
+        update = service.edit_item(current, item_id, text)
+        return _after_edit(update.persona_id, update, previous, search)
+
+    @user_errors
+    def delete_item(current: int | None, item_id: int | None, search: str):
+        previous = _current_vector(current)
+        update = service.delete_item(current, item_id)
+        return _after_edit(update.persona_id, update, previous, search)
+
+    def _current_vector(current: int | None):
+        if current is None:
+            return None
+        return service.store.get_persona_vector(int(current), service.embedding_id())
+
+    @user_errors
+    def embedding_map(current: int | None, method: str, with_items: bool, previous):
+        """PCA at once; then UMAP replaces it when asked for (kernels are warmed at start-up)."""
+        data = service.space(current, bool(with_items))
+        prev = None if previous is None else np.asarray(previous)
+        yield space_figure(data, "pca", current, prev)
+        if method == "UMAP":
+            if not umap_ready():
+                gr.Info("UMAP is still warming up; showing PCA for now.")
+                return
+            yield space_figure(data, "umap", current, prev)
+
+    @user_errors
+    def compare(current, task_key, user_input, max_new, strength, sample, temperature):
+        opts = options(max_new, sample, temperature)
+        for result, texts in service.stream_compare(current, task_key, user_input, opts, float(strength)):
+            yield result.without_plug, result.with_plug, None
+        yield (
+            result.without_plug,
+            result.with_plug,
+            attention_figure(result.top_items(texts, k=5)),
+        )
+
+    @user_errors
+    def chat(current, message, persona_chat, plain_chat, max_new, strength, sample, temperature):
+        opts = options(max_new, sample, temperature)
+        persona_chat = list(persona_chat or [])
+        plain_chat = list(plain_chat or [])
+        user_turn = {"role": "user", "content": message}
+        stream = service.stream_chat(current, persona_chat, plain_chat, message, opts, float(strength))
+        for with_plug, without_plug in stream:
+            yield (
+                "",
+                [*persona_chat, user_turn, {"role": "assistant", "content": with_plug}],
+                [*plain_chat, user_turn, {"role": "assistant", "content": without_plug}],
+            )
+
+    # ------------------------------------------------------------------------------------------ layout
+    with gr.Blocks(title="Persona Studio") as demo:
+        current = gr.State(None)
+        previous_vector = gr.State(None)
+        gr.Markdown("# Persona Studio\nA frozen LLM personalized by a Persona-Plug: one plug, every persona.")
+        gr.Markdown(_md_escape(service.describe()), elem_id="status-line")
+        with gr.Row():
+            with gr.Column(scale=1, min_width=260):
+                search = gr.Textbox(label="search personas", elem_id="search")
+                persona = gr.Dropdown(
+                    persona_choices(), value=None, label="persona", elem_id="persona", interactive=True
+                )
+                name = gr.Textbox(label="name", elem_id="persona-name")
+                with gr.Row():
+                    create_btn = gr.Button("Create", elem_id="create", size="sm")
+                    rename_btn = gr.Button("Rename", size="sm")
+                    duplicate_btn = gr.Button("Duplicate", size="sm")
+                    delete_btn = gr.Button("Delete", variant="stop", size="sm", elem_id="delete")
+                with gr.Group(visible=False) as confirm_box:
+                    confirm_text = gr.Markdown()
+                    with gr.Row():
+                        confirm_btn = gr.Button(
+                            "Yes, delete", variant="stop", size="sm", elem_id="confirm-delete"
+                        )
+                        cancel_btn = gr.Button("Cancel", size="sm")
+                export_btn = gr.Button("Export persona (JSON)", size="sm")
+                export_file = gr.File(label="exported persona", interactive=False)
+                import_file = gr.File(
+                    label="import personas (export JSON, LaMP questions, blog JSONL)",
+                    file_types=[".json", ".jsonl", ".gz"],
+                    elem_id="import-file",
+                )
+            with gr.Column(scale=3):
+                with gr.Tabs():
+                    with gr.Tab("Persona & history", id="history"):
+                        persona_status = gr.Markdown("Pick or create a persona.", elem_id="persona-status")
+                        with gr.Row():
+                            with gr.Column():
+                                new_text = gr.Textbox(
+                                    label="add a text this persona wrote", lines=3, elem_id="new-text"
+                                )
+                                add_btn = gr.Button("Add to history", variant="primary", elem_id="add-text")
+                                upload = gr.File(
+                                    label="upload history (.txt, .md, .csv, .json, .jsonl)",
+                                    file_types=[".txt", ".md", ".csv", ".json", ".jsonl"],
+                                    elem_id="upload",
+                                )
+                                item = gr.Dropdown([], label="edit an item", elem_id="item")
+                                item_text = gr.Textbox(label="item text", lines=3)
+                                with gr.Row():
+                                    save_btn = gr.Button("Save item", size="sm")
+                                    del_item_btn = gr.Button("Delete item", size="sm")
+                            with gr.Column():
+                                with gr.Row():
+                                    method = gr.Radio(["UMAP", "PCA"], value="UMAP", label="map")
+                                    with_items = gr.Checkbox(label="show this persona's items")
+                                space_plot = gr.Plot(label="persona embedding space", elem_id="space-plot")
+                        history_table = gr.Dataframe(
+                            headers=["#", "text"],
+                            datatype=["number", "str"],
+                            interactive=False,
+                            wrap=True,
+                            max_height=300,
+                            label="history",
+                            elem_id="history-table",
+                        )
+                    with gr.Tab("Compare", id="compare"):
+                        task = gr.Radio(
+                            service.task_choices(), value=service.task_choices()[0][1], label="task"
+                        )
+                        user_input = gr.Textbox(label="input", lines=4, elem_id="prompt")
+                        generate_btn = gr.Button("Generate", variant="primary", elem_id="run")
+                        with gr.Row():
+                            without = gr.Textbox(label="without plug", lines=4, elem_id="without")
+                            with_plug = gr.Textbox(label="with plug (persona)", lines=4, elem_id="with")
+                        attention_plot = gr.Plot(label="attention over the history", elem_id="attention")
+                    with gr.Tab("Chat as the persona", id="chat"):
+                        with gr.Row():
+                            persona_chat = gr.Chatbot(
+                                label="as the persona (plug on)", elem_id="chat-persona"
+                            )
+                            plain_chat = gr.Chatbot(label="unpersonalized (plug off)", elem_id="chat-plain")
+                        message = gr.Textbox(label="message", elem_id="chat-message")
+                        with gr.Row():
+                            send_btn = gr.Button("Send", variant="primary", elem_id="chat-send")
+                            clear_btn = gr.Button("Clear chat")
+                with gr.Accordion("generation settings", open=False), gr.Row():
+                    max_new = gr.Slider(
+                        4, 256, value=engine.settings.max_new_tokens, step=1, label="max new tokens"
+                    )
+                    strength = gr.Slider(0, 3, value=1.0, step=0.1, label="persona strength")
+                    sample = gr.Checkbox(label="sample (else greedy)")
+                    temperature = gr.Slider(0.1, 2.0, value=0.7, step=0.05, label="temperature")
+
+        # ------------------------------------------------------------------------------------ wiring
+        map_inputs = [current, method, with_items, previous_vector]
+        edit_outputs = [history_table, item, persona_status, previous_vector, persona, new_text]
+
+        search.change(search_personas, [search, current], persona, api_visibility="private")
+        persona.change(
+            select_persona,
+            persona,
+            [current, history_table, item, name, persona_status, previous_vector],
+            api_name="select_persona",
+        ).then(embedding_map, map_inputs, space_plot, api_visibility="private")
+        create_btn.click(create_persona, [name, search], persona, api_name="create_persona")
+        rename_btn.click(rename_persona, [current, name, search], persona, api_name="rename_persona")
+        duplicate_btn.click(duplicate_persona, [current, search], persona, api_name="duplicate_persona")
+        delete_btn.click(ask_delete, current, [confirm_box, confirm_text], api_visibility="private")
+        cancel_btn.click(lambda: gr.update(visible=False), None, confirm_box, api_visibility="private")
+        confirm_btn.click(
+            confirm_delete, [current, search], [confirm_box, persona], api_name="delete_persona"
+        )
+        export_btn.click(export_persona, current, export_file, api_name="export_persona")
+        import_file.upload(
+            import_personas, [import_file, search], [persona, import_file], api_name="import_personas"
+        )
+
+        add_btn.click(add_text, [current, new_text, search], edit_outputs, api_name="add_text").then(
+            embedding_map, map_inputs, space_plot, api_visibility="private"
+        )
+        upload.upload(
+            upload_history, [current, upload, search], [*edit_outputs[:5], upload], api_name="upload_history"
+        ).then(embedding_map, map_inputs, space_plot, api_visibility="private")
+        item.change(pick_item, item, item_text, api_visibility="private")
+        save_btn.click(
+            save_item, [current, item, item_text, search], edit_outputs, api_name="edit_item"
+        ).then(embedding_map, map_inputs, space_plot, api_visibility="private")
+        del_item_btn.click(delete_item, [current, item, search], edit_outputs, api_name="delete_item").then(
+            embedding_map, map_inputs, space_plot, api_visibility="private"
+        )
+        method.change(embedding_map, map_inputs, space_plot, api_visibility="private")
+        with_items.change(embedding_map, map_inputs, space_plot, api_visibility="private")
+
+        generate_btn.click(
+            compare,
+            [current, task, user_input, max_new, strength, sample, temperature],
+            [without, with_plug, attention_plot],
+            api_name="compare",
+            concurrency_id="llm",
+            concurrency_limit=generation_concurrency,
+        )
+        chat_inputs = [current, message, persona_chat, plain_chat, max_new, strength, sample, temperature]
+        for trigger in (send_btn.click, message.submit):
+            trigger(
+                chat,
+                chat_inputs,
+                [message, persona_chat, plain_chat],
+                api_name="chat" if trigger == send_btn.click else False,
+                api_visibility="public" if trigger == send_btn.click else "private",
+                concurrency_id="llm",
+                concurrency_limit=generation_concurrency,
+            )
+        clear_btn.click(lambda: ([], []), None, [persona_chat, plain_chat], api_visibility="private")
+        demo.load(embedding_map, map_inputs, space_plot, api_visibility="private")
+    return demo
+
+
+def _md_escape(text: str) -> str:
+    """Show user text literally inside Markdown (no HTML, no formatting)."""
+    import html
+
+    escaped = html.escape(text, quote=False)
+    for ch in "\\`*_{}[]()#+-.!|>~":
+        escaped = escaped.replace(ch, "\\" + ch)
+    return escaped

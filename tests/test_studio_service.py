@@ -1,0 +1,169 @@
+"""The studio's service layer and map maths, without a browser (real models, real SQLite file)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from persona_demo.app.space import attention_figure, pca_2d, space_figure
+from persona_demo.app.tasks import FREE_PROMPT, shipped_tasks
+from persona_demo.engine.generation import GenerationOptions
+from persona_demo.errors import PersonaDemoError
+
+HOSTILE = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
+
+
+def test_shipped_plugs_become_tasks_plus_a_free_prompt(studio_service, settings):
+    keys = [key for _, key in studio_service.task_choices()]
+    assert keys[-1] == FREE_PROMPT
+    assert keys[:-1] == [task.key for task, _ in shipped_tasks(settings.plugs_dir)]
+    assert "huffpost_headline" in keys
+    # The free prompt uses a trained plug, not the untrained placeholder.
+    assert studio_service.engine.plug_metadata.task != "untrained"
+
+
+def test_adding_a_text_encodes_only_that_text(studio_service):
+    pid = studio_service.create_persona("Ada")
+    first = studio_service.add_text(pid, "I write compilers for fun.")
+    assert (first.items, first.new_texts_encoded) == (1, 1)
+    second = studio_service.add_text(pid, "Garbage collectors keep me up at night.")
+    assert (second.items, second.new_texts_encoded) == (2, 1)
+    assert second.status.startswith("persona updated: 2 items, ")
+    vector = studio_service.store.get_persona_vector(pid, studio_service.embedding_id())
+    expected = studio_service.engine.encoder.encode(
+        ["I write compilers for fun.", "Garbage collectors keep me up at night."]
+    ).mean(0)
+    np.testing.assert_allclose(vector, expected.numpy(), atol=1e-6)
+
+
+def test_edit_and_delete_items_move_the_embedding(studio_service):
+    pid = studio_service.create_persona("Bo")
+    studio_service.add_text(pid, "Sourdough every Sunday.")
+    studio_service.add_text(pid, "Rye starter, 80% hydration.")
+    before = studio_service.persona_embedding(pid).copy()
+    item = studio_service.history(pid)[1]
+    edited = studio_service.edit_item(pid, item.id, "Marathon training, week 6.")
+    assert edited.items == 2 and edited.new_texts_encoded == 1
+    assert not np.allclose(before, studio_service.persona_embedding(pid))
+    deleted = studio_service.delete_item(pid, item.id)
+    assert deleted.items == 1 and deleted.new_texts_encoded == 0
+    assert [i.text for i in studio_service.history(pid)] == ["Sourdough every Sunday."]
+
+
+def test_upload_adds_texts_and_bad_upload_changes_nothing(studio_service, tmp_path):
+    pid = studio_service.create_persona("Cy")
+    good = tmp_path / "posts.txt"
+    good.write_text("First post about trains.\n\nSecond post about timetables.\n", encoding="utf-8")
+    update = studio_service.upload(pid, good)
+    assert update.items == 2
+    bad = tmp_path / "broken.json"
+    bad.write_text("{not json", encoding="utf-8")
+    with pytest.raises(PersonaDemoError):
+        studio_service.upload(pid, bad)
+    assert len(studio_service.history(pid)) == 2
+
+
+def test_persona_crud_export_and_reimport(studio_service, tmp_path):
+    pid = studio_service.create_persona("Dana")
+    studio_service.add_text(pid, "Notes from the climbing gym.")
+    studio_service.rename_persona(pid, "Dana the climber")
+    copy = studio_service.duplicate_persona(pid)
+    assert studio_service.store.get_persona(copy).item_count == 1
+    exported = studio_service.export_persona(pid, tmp_path / "out")
+    assert json.loads(exported.read_text(encoding="utf-8"))["name"] == "Dana the climber"
+    studio_service.delete_persona(pid)
+    assert studio_service.personas("Dana the climber") == [] or all(
+        p.id != pid for p in studio_service.personas("Dana")
+    )
+    result = studio_service.import_file(exported)
+    assert result.personas_added == 1
+    assert [p.name for p in studio_service.personas("climber")].count("Dana the climber") == 1
+
+
+@pytest.mark.parametrize(
+    ("action", "message"),
+    [
+        (lambda s: s.add_text(None, "x"), "Pick a persona"),
+        (lambda s: s.add_text(1, "   "), "empty history item"),
+        (lambda s: s.create_persona(""), "name"),
+        (lambda s: s.edit_item(1, None, "x"), "Pick the history item"),
+        (lambda s: s.task("nope"), "Unknown task"),
+    ],
+)
+def test_bad_input_gets_a_message(studio_service, action, message):
+    with pytest.raises(PersonaDemoError, match=message):
+        action(studio_service)
+
+
+def test_compare_streams_both_columns_and_logs_them(studio_service):
+    pid = studio_service.personas("botanist")[0].id
+    options = GenerationOptions(max_new_tokens=8)
+    steps = list(
+        studio_service.stream_compare(pid, "huffpost_headline", "Rare orchid found in a car park.", options)
+    )
+    result, texts = steps[-1]
+    assert len(steps) > 1 and result.with_plug and result.without_plug
+    assert len(result.weights) == len(texts) == studio_service.store.get_persona(pid).item_count
+    assert studio_service.store.list_generations(pid)[0].output_personal == result.with_plug
+
+
+def test_compare_refuses_an_empty_persona(studio_service):
+    pid = studio_service.create_persona("Empty")
+    with pytest.raises(PersonaDemoError, match="no history"):
+        list(studio_service.stream_compare(pid, FREE_PROMPT, "Hello", GenerationOptions(max_new_tokens=4)))
+
+
+def test_chat_keeps_two_threads(studio_service):
+    pid = studio_service.personas("pastry")[0].id
+    options = GenerationOptions(max_new_tokens=6)
+    *_, (persona_reply, plain_reply) = studio_service.stream_chat(pid, [], [], "What did you bake?", options)
+    assert persona_reply and plain_reply
+    persona_chat = [
+        {"role": "user", "content": "What did you bake?"},
+        {"role": "assistant", "content": persona_reply},
+    ]
+    plain_chat = [
+        {"role": "user", "content": "What did you bake?"},
+        {"role": "assistant", "content": plain_reply},
+    ]
+    *_, (second, _) = studio_service.stream_chat(pid, persona_chat, plain_chat, "And tomorrow?", options)
+    assert second
+
+
+def test_space_has_every_non_empty_persona(studio_service):
+    empty = studio_service.create_persona(HOSTILE)
+    data = studio_service.space(current_id=1, with_items=True)
+    assert empty not in data.ids
+    assert len(data.ids) == len([p for p in studio_service.personas() if p.item_count])
+    assert (
+        data.item_vectors.shape[0] == len(data.item_texts) == studio_service.store.get_persona(1).item_count
+    )
+
+
+def test_pca_is_centred_and_sign_stable():
+    x = np.random.default_rng(0).normal(size=(10, 6))
+    a, b = pca_2d(x), pca_2d(x * 1.0)
+    np.testing.assert_allclose(a, b)
+    np.testing.assert_allclose(a.mean(0), 0, atol=1e-9)
+    assert pca_2d(x[:1]).shape == (1, 2) and pca_2d(np.zeros((0, 6))).shape == (0, 2)
+
+
+def test_figures_escape_user_text(studio_service):
+    pid = studio_service.create_persona(HOSTILE)
+    studio_service.add_text(pid, HOSTILE)
+    data = studio_service.space(current_id=pid)
+    fig = space_figure(data, "pca", current_id=pid, previous=data.vectors[0])
+    dumped = fig.to_json()
+    assert "<script>" not in dumped and "<img" not in dumped
+    assert "this persona" in dumped and "previous position" in dumped
+    assert "<script>" not in attention_figure([(0.7, HOSTILE)]).to_json()
+
+
+def test_umap_map_of_the_seed_personas(studio_service):
+    data = studio_service.space()
+    fig = space_figure(data, "umap", current_id=data.ids[0])
+    assert "UMAP" in fig.layout.title.text
+    xs = [x for trace in fig.data for x in trace.x]
+    assert len(xs) == len(data.ids) and np.isfinite(xs).all()
