@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
+import sys
 from pathlib import Path
 
 from .cli_generate import add_settings_arguments, settings_from_args
@@ -25,6 +27,11 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--eval-limit", type=int, default=64, help="dev examples per evaluation")
     parser.add_argument("--tau", type=float, default=1.0, help="aggregator temperature (1 = the paper)")
     parser.add_argument("--aggregation", choices=["attention", "mean"], default="attention")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run (same flags) from OUT's .train-state.pt",
+    )
     add_settings_arguments(parser)
     parser.set_defaults(func=run_train)
 
@@ -32,7 +39,7 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from .engine.checkpoint import untrained_plug
     from .engine.engine import PersonaEngine
-    from .experiments.train import TrainConfig, train_plug
+    from .experiments.train import PlugTrainer, TrainConfig, TrainingInterrupted, train_plug
 
     if args.out.suffix != ".safetensors":
         raise PersonaDemoError("--out must end in .safetensors")
@@ -53,6 +60,22 @@ def run_train(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise PersonaDemoError(str(exc)) from None
     engine.plug = untrained_plug(plug_config, seed=args.seed).to(engine.loaded_llm.device)
-    result = train_plug(engine, args.data, args.out, config)
+    trainer = PlugTrainer(engine, config)
+
+    def request_stop(signum: int, _frame: object) -> None:
+        print(
+            f"\n{signal.Signals(signum).name}: saving the training state after this step...", file=sys.stderr
+        )
+        trainer.stop_requested = True
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        result = train_plug(engine, args.data, args.out, config, resume=args.resume, trainer=trainer)
+    except TrainingInterrupted as stopped:
+        print(str(stopped), file=sys.stderr)
+        return 3
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     print(json.dumps({"out": str(args.out), **result}))
     return 0

@@ -14,7 +14,14 @@ def client(running_studio):
 
 def test_named_endpoints_are_documented(client):
     names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
-    assert {"/select_persona", "/create_persona", "/add_text", "/upload_history", "/compare", "/chat"} <= names
+    assert {
+        "/select_persona",
+        "/create_persona",
+        "/add_text",
+        "/upload_history",
+        "/compare",
+        "/chat",
+    } <= names
 
 
 def test_create_add_compare_chat_through_the_api(client, tmp_path):

@@ -75,3 +75,76 @@ def test_bad_training_settings_are_refused():
         TrainConfig(batch_size=0).validated()
     with pytest.raises(PersonaDemoError):
         TrainConfig(lr=5).validated()
+
+
+def _fresh_plug(engine, seed: int = 0) -> None:
+    from persona_demo.engine.checkpoint import untrained_plug
+
+    engine.plug = untrained_plug(engine.default_plug_config(), seed=seed)
+
+
+def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(engine, tmp_path):
+    import torch
+
+    from persona_demo.experiments.train import PlugTrainer, TrainingInterrupted, state_path
+
+    write_lamp4(tmp_path)
+    config = TrainConfig(max_steps=4, batch_size=2, lr=1e-2, eval_every=2, warmup_ratio=0.25)
+    _fresh_plug(engine)
+    train_plug(engine, tmp_path, tmp_path / "straight.safetensors", config)
+    straight = {k: v.clone() for k, v in engine.plug.state_dict().items()}
+
+    _fresh_plug(engine)
+    out = tmp_path / "resumed.safetensors"
+    trainer = PlugTrainer(engine, config)
+
+    def stop_after_three(step: int) -> None:
+        if step == 3:
+            trainer.stop_requested = True
+
+    with pytest.raises(TrainingInterrupted, match="--resume"):
+        trainer.fit(*_splits(tmp_path), out, _metadata(engine, tmp_path), on_step=stop_after_three)
+    assert state_path(out).is_file()
+    _fresh_plug(engine, seed=123)  # a new process would start from scratch: the state must restore all
+    train_plug(engine, tmp_path, out, config, resume=True)
+    for name, value in engine.plug.state_dict().items():
+        assert torch.equal(value, straight[name]), name
+    assert not state_path(out).exists()
+    assert (
+        read_metadata(out).metrics["dev_nll"]
+        == read_metadata(tmp_path / "straight.safetensors").metrics["dev_nll"]
+    )
+
+
+def test_resume_needs_a_matching_state(engine, tmp_path):
+    from persona_demo.experiments.train import PlugTrainer, TrainingInterrupted
+
+    write_lamp4(tmp_path)
+    out = tmp_path / "plug.safetensors"
+    config = TrainConfig(max_steps=3, batch_size=2, eval_every=1)
+    with pytest.raises(PersonaDemoError, match="nothing to resume"):
+        train_plug(engine, tmp_path, out, config, resume=True)
+    trainer = PlugTrainer(engine, config)
+    trainer.stop_requested = True
+    with pytest.raises(TrainingInterrupted):
+        train_plug(engine, tmp_path, out, config, trainer=trainer)
+    with pytest.raises(PersonaDemoError, match="other training settings"):
+        train_plug(engine, tmp_path, out, TrainConfig(max_steps=3, batch_size=2, lr=5e-4), resume=True)
+
+
+def _splits(folder):
+    from persona_demo.data.lamp import load_split
+    from persona_demo.experiments.train import to_examples
+
+    return to_examples(load_split(folder, "train")), to_examples(load_split(folder, "dev"))
+
+
+def _metadata(engine, folder):
+    from persona_demo.engine.checkpoint import PlugMetadata
+
+    return PlugMetadata(
+        llm_id=engine.loaded_llm.model_id,
+        encoder_id=engine.encoder.encoder_id,
+        config=engine.plug.config,
+        task=folder.name,
+    )

@@ -174,7 +174,13 @@ class StudioService:
     def upload(self, persona_id: int | None, path: str | Path) -> PersonaUpdate:
         """Add an uploaded file's texts (txt, md, csv, json, jsonl) to this persona."""
         result = self.store.ingest_upload(Path(path), Path(path).name, persona_id=self._require(persona_id))
-        return self.refresh_embedding(persona_id, notes=(result.summary(), *result.messages))
+        added = (
+            f"added {result.items_added} item{'s' if result.items_added != 1 else ''} from {Path(path).name}"
+        )
+        if result.duplicates_skipped:
+            added += f" ({result.duplicates_skipped} duplicates skipped)"
+        extra = tuple(m for m in result.messages if not m.lower().startswith("imported"))
+        return self.refresh_embedding(persona_id, notes=(added, *extra))
 
     def embedding_id(self) -> str:
         """Cache key of the map's persona embedding (it depends only on the encoder)."""

@@ -22,6 +22,8 @@ UMAP_MIN_POINTS = 5
 """Below this many points UMAP's neighbour graph is meaningless: the map stays PCA."""
 
 _umap_ready = threading.Event()
+_warm_lock = threading.Lock()
+_warm_thread: threading.Thread | None = None
 
 
 def pca_2d(vectors: np.ndarray) -> np.ndarray:
@@ -57,7 +59,11 @@ def umap_2d(vectors: np.ndarray, seed: int = 0) -> np.ndarray:
 
 
 def warm_umap() -> threading.Thread:
-    """Compile UMAP's numba kernels in the background (start-up), so the first map is not a 30 s wait."""
+    """Compile UMAP's numba kernels in the background (start-up), so the first map is not a 30 s wait.
+
+    Idempotent: later calls return the thread started by the first.
+    """
+    global _warm_thread
 
     def run() -> None:
         try:
@@ -67,13 +73,17 @@ def warm_umap() -> threading.Thread:
         finally:
             _umap_ready.set()
 
-    thread = threading.Thread(target=run, name="umap-warmup", daemon=True)
-    thread.start()
-    return thread
+    with _warm_lock:
+        if _warm_thread is None:
+            _warm_thread = threading.Thread(target=run, name="umap-warmup", daemon=True)
+            _warm_thread.start()
+        return _warm_thread
 
 
-def umap_ready() -> bool:
-    return _umap_ready.is_set()
+def wait_for_umap(timeout: float) -> bool:
+    """Block until the warm-up finished (True) or `timeout` seconds passed (False)."""
+    warm_umap()
+    return _umap_ready.wait(timeout)
 
 
 def _hover(name: str, count: int, samples: list[str]) -> str:

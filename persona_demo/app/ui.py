@@ -8,6 +8,7 @@ limit comes from the settings: the queue, not the model, absorbs a crowd.
 from __future__ import annotations
 
 import functools
+import html
 import inspect
 import logging
 import tempfile
@@ -22,25 +23,35 @@ import torch
 from ..engine.generation import GenerationOptions
 from ..errors import PersonaDemoError
 from .service import StudioService
-from .space import attention_figure, space_figure, umap_ready
+from .space import attention_figure, space_figure, wait_for_umap, warm_umap
 
 log = logging.getLogger(__name__)
 
-CSS = """
-#status-line {font-size: 0.85em; opacity: 0.8}
-"""
+MAP_EVENT = {"api_visibility": "private", "concurrency_id": "map", "concurrency_limit": None}
+"""Map redraws wait for UMAP's warm-up; they must never queue behind each other (or behind generation)."""
+
+UMAP_WAIT_S = 120.0
+"""How long a map waits for UMAP's start-up compilation before staying PCA."""
 
 
 def _as_gradio_error(exc: BaseException) -> gr.Error:
-    """Every failure becomes a message a person can read; details go to the log, never to the page."""
+    """Every failure becomes a message a person can read; details go to the log, never to the page.
+
+    Messages quote user input (persona names...) and gradio renders them as HTML: escape them.
+    """
     if isinstance(exc, PersonaDemoError):
-        return gr.Error(str(exc))
+        return gr.Error(html.escape(str(exc)))
     if isinstance(exc, torch.OutOfMemoryError):
         return gr.Error("The model ran out of memory: try fewer new tokens or a shorter input.")
     log.exception("studio action failed")
     return gr.Error(
         f"Something went wrong ({type(exc).__name__}); nothing was changed. The app keeps running."
     )
+
+
+def notify(message: str) -> None:
+    """A toast with user text shown literally."""
+    gr.Info(html.escape(message))
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -73,6 +84,7 @@ def user_errors(fn: Callable) -> Callable:
 def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.Blocks:
     """The whole page."""
     engine = service.engine
+    warm_umap()  # no-op when `main` already started it
 
     # ------------------------------------------------------------------------------ presentation helpers
     def persona_choices(search: str = "") -> list[tuple[str, int]]:
@@ -112,7 +124,7 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
     @user_errors
     def create_persona(name: str, search: str):
         pid = service.create_persona(name)
-        gr.Info(f"Created persona {name.strip()!r}.")
+        notify(f"Created persona {name.strip()!r}.")
         return gr.update(choices=persona_choices(search), value=pid)
 
     @user_errors
@@ -137,7 +149,7 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
     @user_errors
     def confirm_delete(current: int | None, search: str):
         service.delete_persona(current)
-        gr.Info("Persona deleted.")
+        notify("Persona deleted.")
         return gr.update(visible=False), gr.update(choices=persona_choices(search), value=None)
 
     @user_errors
@@ -149,7 +161,7 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
         if not path:
             raise PersonaDemoError("Choose a file to import.")
         result = service.import_file(path)
-        gr.Info(result.summary())
+        notify(result.summary())
         value = result.persona_ids[0] if result.persona_ids else None
         return gr.update(choices=persona_choices(search), value=value), None
 
@@ -199,10 +211,7 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
         data = service.space(current, bool(with_items))
         prev = None if previous is None else np.asarray(previous)
         yield space_figure(data, "pca", current, prev)
-        if method == "UMAP":
-            if not umap_ready():
-                gr.Info("UMAP is still warming up; showing PCA for now.")
-                return
+        if method == "UMAP" and wait_for_umap(UMAP_WAIT_S):
             yield space_figure(data, "umap", current, prev)
 
     @user_errors
@@ -256,11 +265,12 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
                         )
                         cancel_btn = gr.Button("Cancel", size="sm")
                 export_btn = gr.Button("Export persona (JSON)", size="sm")
-                export_file = gr.File(label="exported persona", interactive=False)
+                export_file = gr.File(label="exported persona", interactive=False, height=70)
                 import_file = gr.File(
                     label="import personas (export JSON, LaMP questions, blog JSONL)",
                     file_types=[".json", ".jsonl", ".gz"],
                     elem_id="import-file",
+                    height=120,
                 )
             with gr.Column(scale=3):
                 with gr.Tabs():
@@ -276,6 +286,7 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
                                     label="upload history (.txt, .md, .csv, .json, .jsonl)",
                                     file_types=[".txt", ".md", ".csv", ".json", ".jsonl"],
                                     elem_id="upload",
+                                    height=120,
                                 )
                                 item = gr.Dropdown([], label="edit an item", elem_id="item")
                                 item_text = gr.Textbox(label="item text", lines=3)
@@ -334,7 +345,7 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
             persona,
             [current, history_table, item, name, persona_status, previous_vector],
             api_name="select_persona",
-        ).then(embedding_map, map_inputs, space_plot, api_visibility="private")
+        ).then(embedding_map, map_inputs, space_plot, **MAP_EVENT)
         create_btn.click(create_persona, [name, search], persona, api_name="create_persona")
         rename_btn.click(rename_persona, [current, name, search], persona, api_name="rename_persona")
         duplicate_btn.click(duplicate_persona, [current, search], persona, api_name="duplicate_persona")
@@ -349,20 +360,20 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
         )
 
         add_btn.click(add_text, [current, new_text, search], edit_outputs, api_name="add_text").then(
-            embedding_map, map_inputs, space_plot, api_visibility="private"
+            embedding_map, map_inputs, space_plot, **MAP_EVENT
         )
         upload.upload(
             upload_history, [current, upload, search], [*edit_outputs[:5], upload], api_name="upload_history"
-        ).then(embedding_map, map_inputs, space_plot, api_visibility="private")
+        ).then(embedding_map, map_inputs, space_plot, **MAP_EVENT)
         item.change(pick_item, item, item_text, api_visibility="private")
         save_btn.click(
             save_item, [current, item, item_text, search], edit_outputs, api_name="edit_item"
-        ).then(embedding_map, map_inputs, space_plot, api_visibility="private")
+        ).then(embedding_map, map_inputs, space_plot, **MAP_EVENT)
         del_item_btn.click(delete_item, [current, item, search], edit_outputs, api_name="delete_item").then(
-            embedding_map, map_inputs, space_plot, api_visibility="private"
+            embedding_map, map_inputs, space_plot, **MAP_EVENT
         )
-        method.change(embedding_map, map_inputs, space_plot, api_visibility="private")
-        with_items.change(embedding_map, map_inputs, space_plot, api_visibility="private")
+        method.change(embedding_map, map_inputs, space_plot, **MAP_EVENT)
+        with_items.change(embedding_map, map_inputs, space_plot, **MAP_EVENT)
 
         generate_btn.click(
             compare,
@@ -384,14 +395,12 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
                 concurrency_limit=generation_concurrency,
             )
         clear_btn.click(lambda: ([], []), None, [persona_chat, plain_chat], api_visibility="private")
-        demo.load(embedding_map, map_inputs, space_plot, api_visibility="private")
+        demo.load(embedding_map, map_inputs, space_plot, **MAP_EVENT)
     return demo
 
 
 def _md_escape(text: str) -> str:
     """Show user text literally inside Markdown (no HTML, no formatting)."""
-    import html
-
     escaped = html.escape(text, quote=False)
     for ch in "\\`*_{}[]()#+-.!|>~":
         escaped = escaped.replace(ch, "\\" + ch)

@@ -22,7 +22,9 @@ from ..errors import PersonaDemoError
 from .metrics import compute_metrics
 from .retrieval import build_rag_prompt
 
-METHODS = ("none", "bm25", "recency", "pplug", "pplug-shuffled", "pplug-no-history")
+METHODS = ("none", "bm25", "recency", "pplug", "pplug+bm25", "pplug-shuffled", "pplug-no-history")
+RAG_METHODS = {"bm25": "bm25", "recency": "recency", "pplug+bm25": "bm25"}
+"""Methods whose prompt carries k retrieved history items, and the ranker that picks them."""
 
 
 def shuffled_histories(histories: list[list[str]], users: list[str], seed: int) -> list[list[str]]:
@@ -62,8 +64,8 @@ def evaluate(
         histories = shuffled_histories(histories, users, seed)
     if method == "pplug-no-history":
         histories = [[] for _ in examples]
-    if method in {"bm25", "recency"}:
-        prompts = [build_rag_prompt(dataset.task, e, k, ranker=method) for e in examples]
+    if method in RAG_METHODS:
+        prompts = [build_rag_prompt(dataset.task, e, k, ranker=RAG_METHODS[method]) for e in examples]
     else:
         prompts = [e.input for e in examples]
     options = GenerationOptions(max_new_tokens=max_new_tokens)
@@ -92,7 +94,7 @@ def evaluate(
         "sec_per_example": seconds / len(examples),
         "prompt_tokens_mean": prompt_tokens / len(examples),
         "plug": engine.plug_metadata.task if method.startswith("pplug") else None,
-        "k": k if method in {"bm25", "recency"} else None,
+        "k": k if method in RAG_METHODS else None,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     write_predictions(out_dir / "predictions.json", dataset.task, preds)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -83,6 +84,23 @@ def history_dropout(history: list[str], rng: random.Random) -> list[str]:
     return rng.sample(history, len(history) - n_del)
 
 
+def state_path(out: Path) -> Path:
+    """Where an interrupted run of `out` keeps its training state (`plug.safetensors` → `plug.train-state.pt`)."""
+    out = Path(out)
+    return out.with_name(out.stem + ".train-state.pt")
+
+
+class TrainingInterrupted(PersonaDemoError):
+    """Training stopped on request after saving its state; the message says how to resume."""
+
+    def __init__(self, step: int, total: int, state: Path) -> None:
+        super().__init__(
+            f"training stopped at step {step}/{total}; state saved to {state}. "
+            "Run the same command with --resume to continue."
+        )
+        self.step = step
+
+
 class PlugTrainer:
     """Owns the optimisation of `engine.plug`; the engine's LLM and encoder stay frozen."""
 
@@ -90,6 +108,8 @@ class PlugTrainer:
         self.engine = engine
         self.config = config.validated()
         self.tokenizer = engine.llm.tokenizer
+        self.stop_requested = False
+        """Set (e.g. by a signal handler) to save the training state after the current step and stop."""
 
     def row(self, example: Example, soft: torch.Tensor, soft_mask: torch.Tensor) -> Row:
         ids = self.tokenizer(example.prompt, add_special_tokens=False)["input_ids"][
@@ -122,11 +142,21 @@ class PlugTrainer:
         return total / max(count, 1)
 
     def fit(
-        self, train: list[Example], dev: list[Example], out: Path, metadata: PlugMetadata
+        self,
+        train: list[Example],
+        dev: list[Example],
+        out: Path,
+        metadata: PlugMetadata,
+        *,
+        resume: bool = False,
+        on_step: Callable[[int], None] | None = None,
     ) -> dict[str, float]:
+        """Train; with `resume`, continue bit-for-bit from `out`'s training state (see `state_path`).
+
+        The state (plug, optimizer, schedule, RNGs, data order, best score) is saved at every dev
+        evaluation and when `stop_requested` is set (SIGTERM/SIGINT in the CLI); it is deleted at the end.
+        """
         cfg = self.config
-        torch.manual_seed(cfg.seed)
-        rng = random.Random(cfg.seed)
         plug = self.engine.plug
         # Warm the embedding cache in one batched pass (every text encoded once).
         self.engine.encoder.encode(sorted({t for e in train + dev for t in e.history[-cfg.max_history :]}))
@@ -137,10 +167,22 @@ class PlugTrainer:
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup)))
         )
-        best = self.dev_nll(dev) if dev else math.inf
-        history_log = {"dev_nll_start": best}
-        order: list[int] = []
-        bar = tqdm(range(total), desc="training plug", unit="step")
+        state_file = state_path(out)
+        if resume:
+            state = self._load_state(state_file, optimizer, schedule)
+            start, order, best, history_log = state["step"], state["order"], state["best"], state["log"]
+            rng = random.Random()
+            rng.setstate(state["python_rng"])
+            torch.set_rng_state(state["torch_rng"])
+        else:
+            torch.manual_seed(cfg.seed)
+            rng = random.Random(cfg.seed)
+            start, order = 0, []
+            best = self.dev_nll(dev) if dev else math.inf
+            history_log = {"dev_nll_start": best}
+            if dev:  # the untrained plug is the first candidate: `out` always holds the best so far
+                self._save(out, metadata, 0, best, history_log)
+        bar = tqdm(range(start, total), desc="training plug", unit="step", initial=start, total=total)
         for step in bar:
             plug.train()
             optimizer.zero_grad()
@@ -160,18 +202,63 @@ class PlugTrainer:
             optimizer.step()
             schedule.step()
             bar.set_postfix(loss=f"{loss_sum:.3f}")
-            last = step + 1 == total
-            if dev and ((step + 1) % cfg.eval_every == 0 or last):
+            done = step + 1
+            if dev and (done % cfg.eval_every == 0 or done == total):
                 current = self.dev_nll(dev)
-                bar.write(f"step {step + 1}: dev NLL {current:.4f} (best {best:.4f})")
+                bar.write(f"step {done}: dev NLL {current:.4f} (best {best:.4f})")
                 if current < best:
                     best = current
-                    self._save(out, metadata, step + 1, best, history_log)
+                    self._save(out, metadata, done, best, history_log)
+            if on_step is not None:
+                on_step(done)
+            if done < total and (self.stop_requested or (dev and done % cfg.eval_every == 0)):
+                self._save_state(state_file, optimizer, schedule, done, order, best, history_log, rng)
+            if self.stop_requested and done < total:
+                bar.close()
+                raise TrainingInterrupted(done, total, state_file)
         if not dev:
             self._save(out, metadata, total, math.nan, history_log)
-        elif not out.exists():  # training never beat the start: keep the initial plug, honestly labelled
-            self._save(out, metadata, 0, best, history_log)
+        state_file.unlink(missing_ok=True)
         return {"dev_nll_start": history_log["dev_nll_start"], "dev_nll_best": best, "steps": total}
+
+    def _state_config(self) -> dict[str, object]:
+        """The settings a resumed run must share with the interrupted one."""
+        return {k: v for k, v in asdict(self.config).items() if k not in {"eval_every", "eval_limit"}}
+
+    def _save_state(self, path, optimizer, schedule, step, order, best, log, rng) -> None:
+        state = {
+            "step": step,
+            "plug": self.engine.plug.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "order": list(order),
+            "best": best,
+            "log": log,
+            "python_rng": rng.getstate(),
+            "torch_rng": torch.get_rng_state(),
+            "config": self._state_config(),
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(state, tmp)
+        tmp.replace(path)  # atomic: a kill while saving leaves the previous state intact
+
+    def _load_state(self, path: Path, optimizer, schedule) -> dict:
+        if not path.is_file():
+            raise PersonaDemoError(f"nothing to resume: {path} does not exist (start without --resume)")
+        try:
+            state = torch.load(path, weights_only=False)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same message
+            raise PersonaDemoError(
+                f"{path} is not a readable training state ({type(exc).__name__})"
+            ) from None
+        if state.get("config") != self._state_config():
+            raise PersonaDemoError(
+                f"{path} was saved with other training settings; resume with the same flags as the first run"
+            )
+        self.engine.plug.load_state_dict(state["plug"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        return state
 
     def _save(self, out: Path, metadata: PlugMetadata, step: int, dev_nll: float, log: dict) -> None:
         metadata.training = {**asdict(self.config), "step": step}
@@ -179,7 +266,15 @@ class PlugTrainer:
         save_plug(out, self.engine.plug, metadata)
 
 
-def train_plug(engine: PersonaEngine, data_dir: Path, out: Path, config: TrainConfig) -> dict[str, float]:
+def train_plug(
+    engine: PersonaEngine,
+    data_dir: Path,
+    out: Path,
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    trainer: PlugTrainer | None = None,
+) -> dict[str, float]:
     """Load `train` (and `dev` if present) from a LaMP folder and train the engine's plug into `out`."""
     train = to_examples(load_split(data_dir, "train"), config.limit)
     dev_path = Path(data_dir) / "dev_questions.json"
@@ -190,4 +285,5 @@ def train_plug(engine: PersonaEngine, data_dir: Path, out: Path, config: TrainCo
         config=engine.plug.config,
         task=Path(data_dir).name,
     )
-    return PlugTrainer(engine, config).fit(train, dev, Path(out), metadata)
+    trainer = trainer or PlugTrainer(engine, config)
+    return trainer.fit(train, dev, Path(out), metadata, resume=resume)

@@ -1,0 +1,106 @@
+"""End to end in a real headless Chromium (Debian's `chromium`, driven by Python playwright).
+
+Skipped only where no Chromium is installed outside CI; in CI (`CI=true`) a missing browser fails, because
+`.ci/run` installs it. Screenshots go to $PERSONA_DEMO_SCREENSHOTS (set it to `assets/screenshots` to refresh
+the README's images), else to the test's temp folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+if not CHROMIUM:
+    if os.environ.get("CI"):
+        raise RuntimeError("CI needs Debian's chromium (apt-get install -y chromium); .ci/run installs it")
+    pytest.skip("no chromium on this machine (apt-get install -y chromium)", allow_module_level=True)
+
+HOSTILE_NAME = "<img src=x onerror=window.__pwned=1>"
+TIMEOUT_MS = 240_000  # generous: a busy 2-core CI machine; not a speed target
+
+
+@pytest.fixture
+def page(running_studio):
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=TIMEOUT_MS)
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(running_studio)
+        yield page
+        browser.close()
+
+
+def settled_text(locator, polls: int = 600) -> str:
+    """The locator's text once streaming stopped changing it (two equal reads a second apart)."""
+    previous = None
+    for _ in range(polls):
+        text = locator.inner_text()
+        if text and text == previous:
+            return text
+        previous = text
+        locator.page.wait_for_timeout(1000)
+    return previous or ""
+
+
+def shots_dir(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("PERSONA_DEMO_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_create_edit_upload_generate_chat_in_a_browser(page, tmp_path):
+    from playwright.sync_api import expect
+
+    shots = shots_dir(tmp_path)
+    # A persona with a hostile name: shown as text, runs nothing.
+    page.locator("#persona-name textarea, #persona-name input").first.fill(HOSTILE_NAME)
+    page.locator("#create").click()
+    expect(page.locator("#persona-status")).to_contain_text("0 items")
+    assert page.evaluate("window.__pwned") is None
+
+    # Write one text: the status and the map update without a reload.
+    page.locator("#new-text textarea").fill("I restore old sailing boats in a shed by the harbour.")
+    page.locator("#add-text").click()
+    expect(page.locator("#persona-status")).to_contain_text("persona updated: 1 item")
+    expect(page.locator("#space-plot")).to_contain_text("this persona")
+
+    # Upload a file: two more items.
+    upload = tmp_path / "posts.txt"
+    upload.write_text(
+        "Varnish needs three thin coats.\n\nThe mast came down in the storm.\n", encoding="utf-8"
+    )
+    page.locator("#upload input[type=file]").set_input_files(str(upload))
+    expect(page.locator("#persona-status")).to_contain_text("persona updated: 3 items")
+    expect(page.locator("#space-plot")).to_contain_text("previous position")
+    expect(page.locator("#history-table")).to_contain_text("Varnish needs three thin coats.")
+    expect(page.locator("#space-plot")).to_contain_text("UMAP")  # replaces the instant PCA map
+    page.screenshot(path=str(shots / "studio-persona.png"), full_page=True)
+
+    # Compare: two outputs side by side.
+    page.get_by_role("tab", name="Compare").click()
+    page.locator("#prompt textarea").fill(
+        "The harbour authority will close the old boat shed next spring to build apartments."
+    )
+    page.locator("#run").click()
+    expect(page.locator("#attention")).to_contain_text("attended")
+    assert page.locator("#without textarea").input_value().strip()
+    assert page.locator("#with textarea").input_value().strip()
+    page.screenshot(path=str(shots / "studio-compare.png"), full_page=True)
+
+    # Chat one turn as the persona.
+    page.get_by_role("tab", name="Chat as the persona").click()
+    page.locator("#chat-message textarea, #chat-message input").first.fill("What are you working on?")
+    page.locator("#chat-send").click()
+    expect(page.locator("#chat-persona .bot, #chat-persona [data-testid=bot]").first).to_be_visible()
+    expect(page.locator("#chat-plain .bot, #chat-plain [data-testid=bot]").first).to_be_visible()
+    assert settled_text(page.locator("#chat-persona")).count("What are you working on?") == 1
+    page.screenshot(path=str(shots / "studio-chat.png"), full_page=True)
+    assert page.evaluate("window.__pwned") is None
