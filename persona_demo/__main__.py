@@ -18,6 +18,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def build_parser() -> argparse.ArgumentParser:
     from .cli_evaluate import add_evaluate_command
     from .cli_generate import add_generate_command
+    from .cli_report import add_report_command
     from .cli_significance import add_significance_command
     from .cli_train import add_train_command
     from .data.import_cli import add_import_command
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_command(subparsers)
     add_evaluate_command(subparsers)
     add_significance_command(subparsers)
+    add_report_command(subparsers)
     return parser
 
 

@@ -35,3 +35,33 @@ def test_shuffled_histories_never_give_a_user_their_own():
 def test_unknown_method_is_refused(engine, tmp_path):
     with pytest.raises(PersonaDemoError, match="unknown method"):
         evaluate(engine, tmp_path, "dev", "magic", tmp_path / "out")
+
+
+def test_significance_and_report_read_two_runs(engine, tmp_path):
+    from persona_demo.cli_report import report
+    from persona_demo.cli_significance import significance
+
+    data = tmp_path / "data"
+    data.mkdir()
+    write_lamp4(data)
+    for method in ("none", "pplug"):
+        evaluate(engine, data, "dev", method, tmp_path / method, limit=4, max_new_tokens=4)
+    result = significance(data, "dev", tmp_path / "pplug", tmp_path / "none", resamples=200, seed=0)
+    assert result["n"] == 4 and result["users"] == 4
+    ci = result["rouge1"]
+    assert ci["low"] <= ci["diff"] <= ci["high"]
+    same = significance(data, "dev", tmp_path / "none", tmp_path / "none", resamples=50, seed=0)
+    assert same["rouge1"] == {"diff": 0.0, "low": 0.0, "high": 0.0}
+    table = report([tmp_path / "none", tmp_path / "pplug"])
+    assert table.splitlines()[0].startswith("| task | split | method | n | rouge1 | rougeL |")
+    assert "| LaMP_4 | dev | pplug | 4 |" in table
+
+
+def test_significance_refuses_a_folder_without_predictions(tmp_path):
+    from persona_demo.cli_significance import significance
+
+    data = tmp_path / "data"
+    data.mkdir()
+    write_lamp4(data)
+    with pytest.raises(PersonaDemoError, match="predictions.json not found"):
+        significance(data, "dev", tmp_path / "a", tmp_path / "b", resamples=10, seed=0)

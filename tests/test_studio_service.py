@@ -167,3 +167,37 @@ def test_umap_map_of_the_seed_personas(studio_service):
     assert "UMAP" in fig.layout.title.text
     xs = [x for trace in fig.data for x in trace.x]
     assert len(xs) == len(data.ids) and np.isfinite(xs).all()
+
+
+def test_auth_option_parses_and_refuses_bad_values():
+    from persona_demo.app.launch import parse_auth
+
+    assert parse_auth(None) is None
+    assert parse_auth("ann:s3cret,bob:pw:with:colons") == [("ann", "s3cret"), ("bob", "pw:with:colons")]
+    for bad in ("nopassword", ":pw", "ann:"):
+        with pytest.raises(PersonaDemoError, match="user:password"):
+            parse_auth(bad)
+
+
+def test_callbacks_turn_any_failure_into_a_readable_message():
+    import gradio as gr
+    import torch
+
+    from persona_demo.app.ui import user_errors
+
+    @user_errors
+    def crash(kind):
+        if kind == "user":
+            raise PersonaDemoError(HOSTILE)
+        if kind == "oom":
+            raise torch.OutOfMemoryError("CUDA out of memory")  # what a GPU raises; none here to fill
+        raise RuntimeError("internal detail")
+
+    with pytest.raises(gr.Error) as user:
+        crash("user")
+    assert "<script>" not in str(user.value.message) and "&lt;script&gt;" in str(user.value.message)
+    with pytest.raises(gr.Error, match="out of memory"):
+        crash("oom")
+    with pytest.raises(gr.Error, match="RuntimeError.*keeps running") as other:
+        crash("other")
+    assert "internal detail" not in str(other.value.message)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +27,8 @@ from .tasks import FREE_TASK, StudioTask, shipped_tasks
 log = logging.getLogger(__name__)
 
 ChatMessages = list[dict[str, str]]
+Progress = Callable[[int, int], None]
+"""progress(done, total), for gradio progress bars on long work."""
 
 
 @dataclass(frozen=True)
@@ -143,9 +145,9 @@ class StudioService:
         path.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
         return path
 
-    def import_file(self, path: str | Path) -> ImportResult:
+    def import_file(self, path: str | Path, progress: Progress | None = None) -> ImportResult:
         """Import personas from an export, a LaMP file or blog-style JSONL (all or nothing)."""
-        return self.store.ingest_upload(Path(path), Path(path).name)
+        return self.store.ingest_upload(Path(path), Path(path).name, progress=progress)
 
     def history(self, persona_id: int | None) -> list[HistoryItem]:
         return self.store.list_items(self._require(persona_id))
@@ -207,10 +209,18 @@ class StudioService:
             vector = self.store.get_persona_vector(persona_id, self.embedding_id())
         return vector
 
-    def space(self, current_id: int | None = None, with_items: bool = False) -> SpaceData:
-        """Every non-empty persona's embedding (and the current persona's items if asked)."""
+    def space(
+        self, current_id: int | None = None, with_items: bool = False, progress: Progress | None = None
+    ) -> SpaceData:
+        """Every non-empty persona's embedding (and the current persona's items if asked).
+
+        After a big import this encodes thousands of texts once (minutes on a CPU): `progress(done, total)`.
+        """
         ids, names, counts, samples, vectors = [], [], [], [], []
-        for summary in self.store.list_personas():
+        summaries = self.store.list_personas()
+        for done, summary in enumerate(summaries, 1):
+            if progress is not None:
+                progress(done, len(summaries))
             vector = self.persona_embedding(summary.id) if summary.item_count else None
             if vector is None:
                 continue

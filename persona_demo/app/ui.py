@@ -157,10 +157,10 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
         return str(service.export_persona(current, Path(tempfile.mkdtemp(prefix="persona-export-"))))
 
     @user_errors
-    def import_personas(path: str | None, search: str):
+    def import_personas(path: str | None, search: str, progress=gr.Progress()):  # noqa: B008 - gradio idiom
         if not path:
             raise PersonaDemoError("Choose a file to import.")
-        result = service.import_file(path)
+        result = service.import_file(path, lambda done, total: progress((done, total), desc="importing"))
         notify(result.summary())
         value = result.persona_ids[0] if result.persona_ids else None
         return gr.update(choices=persona_choices(search), value=value), None
@@ -206,9 +206,11 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
         return service.store.get_persona_vector(int(current), service.embedding_id())
 
     @user_errors
-    def embedding_map(current: int | None, method: str, with_items: bool, previous):
+    def embedding_map(current: int | None, method: str, with_items: bool, previous, progress=gr.Progress()):  # noqa: B008
         """PCA at once; then UMAP replaces it when asked for (kernels are warmed at start-up)."""
-        data = service.space(current, bool(with_items))
+        data = service.space(
+            current, bool(with_items), lambda done, total: progress((done, total), desc="persona embeddings")
+        )
         prev = None if previous is None else np.asarray(previous)
         yield space_figure(data, "pca", current, prev)
         if method == "UMAP" and wait_for_umap(UMAP_WAIT_S):
