@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "0" if os.environ.get("SPACE_ID") else "1")  # Spaces: online
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 log = logging.getLogger(__name__)
@@ -45,11 +45,14 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Persona Studio: a frozen LLM personalized by a Persona-Plug")
     p.add_argument(
         "--host",
-        default=env("PERSONA_DEMO_HOST", "127.0.0.1"),
+        default=env("PERSONA_DEMO_HOST") or env("GRADIO_SERVER_NAME") or "127.0.0.1",
         help="address to bind (env PERSONA_DEMO_HOST)",
     )
     p.add_argument(
-        "--port", type=int, default=int(env("PERSONA_DEMO_PORT", "7860")), help="env PERSONA_DEMO_PORT"
+        "--port",
+        type=int,
+        default=int(env("PERSONA_DEMO_PORT") or env("GRADIO_SERVER_PORT") or "7860"),
+        help="env PERSONA_DEMO_PORT",
     )
     p.add_argument("--db", default=env("PERSONA_DEMO_DB"), help="persona database file (env PERSONA_DEMO_DB)")
     p.add_argument(

