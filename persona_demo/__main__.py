@@ -16,6 +16,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .cli_bench import add_bench_command
     from .cli_evaluate import add_evaluate_command
     from .cli_generate import add_generate_command
     from .cli_report import add_report_command
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate_command(subparsers)
     add_significance_command(subparsers)
     add_report_command(subparsers)
+    add_bench_command(subparsers)
     return parser
 
 

@@ -201,3 +201,16 @@ def test_callbacks_turn_any_failure_into_a_readable_message():
     with pytest.raises(gr.Error, match="RuntimeError.*keeps running") as other:
         crash("other")
     assert "internal detail" not in str(other.value.message)
+
+
+def test_incremental_updates_match_a_full_recompute(studio_service):
+    pid = studio_service.create_persona("Eve")
+    studio_service.store.add_items(pid, [f"Field note {i}: the heron came back." for i in range(30)])
+    studio_service.refresh_embedding(pid)
+    for i in range(3):
+        update = studio_service.add_text(pid, f"Later note {i}: two herons now.")
+        assert update.new_texts_encoded == 1 and update.items == 31 + i
+    incremental = studio_service.store.get_persona_vector(pid, studio_service.embedding_id()).copy()
+    studio_service.refresh_embedding(pid)
+    full = studio_service.store.get_persona_vector(pid, studio_service.embedding_id())
+    np.testing.assert_allclose(incremental, full, atol=1e-5)

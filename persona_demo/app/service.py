@@ -156,8 +156,28 @@ class StudioService:
     def add_text(self, persona_id: int | None, text: str) -> PersonaUpdate:
         if not (text or "").strip():
             raise PersonaDemoError("Write some text first: an empty history item can't describe anyone.")
-        result = self.store.add_items(self._require(persona_id), [text])
-        return self.refresh_embedding(persona_id, notes=tuple(result.messages))
+        pid = self._require(persona_id)
+        started = time.perf_counter()
+        before = self.store.get_persona(pid)
+        old = self.store.get_persona_vector(pid, self.embedding_id())
+        result = self.store.add_items(pid, [text])
+        if result.added == 1 and old is not None and before.item_count:
+            return self._add_to_mean(pid, old, before.item_count, started, tuple(result.messages))
+        return self.refresh_embedding(pid, notes=tuple(result.messages))
+
+    def _add_to_mean(
+        self, pid: int, old: np.ndarray, count: int, started: float, notes: tuple[str, ...]
+    ) -> PersonaUpdate:
+        """O(1) in the history size: mean' = (mean·n + v) / (n + 1); only the new text is read and encoded."""
+        encoded_before = self.engine.encoder.texts_encoded
+        (item,) = self.store.newest_items(pid, 1)
+        vector = self.engine.encoder.encode([item.text])[0].numpy()
+        mean = (np.asarray(old, dtype=np.float64) * count + vector) / (count + 1)
+        revision = self.store.get_persona(pid).revision
+        self.store.put_persona_vector(pid, self.embedding_id(), mean.astype(np.float32), revision=revision)
+        elapsed = (time.perf_counter() - started) * 1000
+        encoded = self.engine.encoder.texts_encoded - encoded_before
+        return PersonaUpdate(pid, count + 1, encoded, elapsed, notes)
 
     def edit_item(self, persona_id: int | None, item_id: int | None, text: str) -> PersonaUpdate:
         if item_id is None:

@@ -669,6 +669,16 @@ class PersonaStore:
 
         return [_item_from_row(row) for row in self._read(run)]
 
+    def newest_items(self, persona_id: int, count: int) -> list[HistoryItem]:
+        """The last `count` items in history order (cheap at any history size: an index range scan)."""
+
+        def run(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+            self._require_persona(db, persona_id)
+            sql = "SELECT * FROM items WHERE persona_id = ? ORDER BY position DESC, id DESC LIMIT ?"
+            return list(db.query(sql, [persona_id, count]))
+
+        return [_item_from_row(row) for row in reversed(self._read(run))]
+
     def get_item(self, item_id: int) -> HistoryItem:
         rows = self._read(lambda db: list(db.query("SELECT * FROM items WHERE id = ?", [item_id])))
         if not rows:

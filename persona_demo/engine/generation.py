@@ -27,6 +27,8 @@ class GenerationOptions:
     """Decoding settings shared by every row of one batched call."""
 
     max_new_tokens: int = 48
+    min_new_tokens: int = 0
+    """Suppress end-of-sequence before this many tokens (the bench uses it to compare equal lengths)."""
     do_sample: bool = False
     temperature: float = 0.7
     top_p: float = 0.9
@@ -233,6 +235,8 @@ class FrozenLLM:
             "pad_token_id": self.pad_token_id,
             "eos_token_id": self.eos_token_id,
         }
+        if options.min_new_tokens:
+            kwargs["min_new_tokens"] = min(options.min_new_tokens, options.max_new_tokens)
         if options.do_sample:
             kwargs.update(temperature=options.temperature, top_p=options.top_p, top_k=0)
             torch.manual_seed(options.seed)

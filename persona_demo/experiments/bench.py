@@ -1,0 +1,400 @@
+"""`python -m persona_demo bench`: what the plug costs and how the app scales, as side-by-side ratios.
+
+Absolute times on a shared machine are noisy, so every target is a ratio of two things measured in the same
+run, interleaved, median of several repeats. Absolute figures are reported too, with device and threads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..engine.engine import PersonaEngine
+from ..engine.generation import GenerationOptions, Row
+
+TARGETS = {
+    "plug_overhead": ("<=", 1.05),
+    "side_by_side": ("<=", 1.35),
+    "persona_update": ("<=", 1.5),
+    "encode_throughput": (">=", 5.0),
+}
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    quick: bool = False
+    repeats: int = 5
+    new_tokens: int = 32
+    data_dir: Path | None = None
+    """A LaMP folder (huffpost_headline) for realistic inputs; synthetic ones when absent."""
+
+    @property
+    def update_sizes(self) -> list[int]:
+        return [10, 100, 1000] if self.quick else [10, 100, 1000, 10000]
+
+    @property
+    def projection_sizes(self) -> list[int]:
+        return [100, 1000] if self.quick else [100, 1000, 5000]
+
+
+def median_time(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def interleaved(a: Callable[[int], object], b: Callable[[int], object], repeats: int) -> tuple[float, float]:
+    """Median seconds of a and b, run alternately (a, b, a, b...) so drift hits both; one warm-up each."""
+    a(-1), b(-1)
+    ta, tb = [], []
+    for i in range(repeats):
+        for fn, out in ((a, ta), (b, tb)):
+            started = time.perf_counter()
+            fn(i)
+            out.append(time.perf_counter() - started)
+    return statistics.median(ta), statistics.median(tb)
+
+
+def synthetic_articles(n: int) -> list[str]:
+    topics = ["city budget", "storm damage", "school board", "film festival", "tech layoffs", "election"]
+    return [
+        f"Article {i}: officials discussed the {topics[i % len(topics)]} on day {i}, with residents "
+        f"raising concerns about costs, timelines and who will pay for the plan in the coming year."
+        for i in range(n)
+    ]
+
+
+def load_examples(config: BenchConfig, n: int) -> list[tuple[str, list[str], object]]:
+    """(prompt, history, LaMP example or None) from huffpost_headline dev, else synthetic."""
+    if config.data_dir and (Path(config.data_dir) / "dev_questions.json").is_file():
+        from ..data.lamp import load_split
+
+        dataset = load_split(config.data_dir, "dev")
+        return [(e.input, dataset.spec.history_texts(e.profile), e) for e in dataset.examples[:n]]
+    articles = synthetic_articles(n + 20)
+    return [
+        (f"Generate a headline for the following article: {a}", articles[i + 1 : i + 19], None)
+        for i, a in enumerate(articles[:n])
+    ]
+
+
+# ------------------------------------------------------------------------------------------- measurements
+def bench_plug_overhead(engine: PersonaEngine, config: BenchConfig) -> dict:
+    """Generation with the plug (query encoding + aggregation + 2 positions) ÷ without; equal token counts."""
+    examples = load_examples(config, config.repeats + 1)
+    options = GenerationOptions(max_new_tokens=config.new_tokens, min_new_tokens=config.new_tokens)
+
+    def plain(i: int) -> None:
+        prompt, _, _ = examples[i + 1]
+        engine.llm.generate([Row(engine.llm.prompt_ids(prompt))], options)
+
+    def plugged(i: int) -> None:
+        prompt, history, _ = examples[i + 1]
+        engine.encoder.cache = type(engine.encoder.cache)()  # fresh cache: the query is really encoded
+        row, _, _ = engine.rows(prompt, history)
+        engine.llm.generate([row], options)
+
+    engine.encoder.encode([t for _, h, _ in examples for t in h])  # history is cached in a live app
+    history_cache = engine.encoder.cache
+    t_plug, t_plain = interleaved(plugged, plain, config.repeats)
+    engine.encoder.cache = history_cache
+    return {
+        "ratio": t_plug / t_plain,
+        "with_plug_s": t_plug,
+        "without_plug_s": t_plain,
+        "new_tokens": config.new_tokens,
+    }
+
+
+def bench_side_by_side(engine: PersonaEngine, config: BenchConfig) -> dict:
+    """Both outputs in one batched call ÷ one plain generation (two sequential calls would be 2.0)."""
+    prompt, history, _ = load_examples(config, 1)[0]
+    options = GenerationOptions(max_new_tokens=config.new_tokens, min_new_tokens=config.new_tokens)
+    plugged, plain_row, _ = engine.rows(prompt, history)
+    t_both, t_one = interleaved(
+        lambda _: engine.llm.generate([plugged, plain_row], options),
+        lambda _: engine.llm.generate([plain_row], options),
+        config.repeats,
+    )
+    return {"ratio": t_both / t_one, "both_s": t_both, "one_s": t_one}
+
+
+def bench_pplug_vs_rag(engine: PersonaEngine, config: BenchConfig) -> dict:
+    """PPlug's prompt (+2 soft positions) vs BM25 k=4 retrieval in the prompt: tokens and latency."""
+    from ..experiments.retrieval import build_rag_prompt
+
+    examples = [e for e in load_examples(config, 16 if config.quick else 64) if e[2] is not None]
+    if not examples:
+        return {"skipped": "needs ../shared/data/huffpost_headline for LaMP inputs"}
+    from ..data.lamp import TASKS
+
+    task = TASKS[4]
+    plug_tokens = [len(engine.llm.prompt_ids(p)) + 2 for p, _, _ in examples]
+    rag_prompts = [build_rag_prompt(task, e, 4, ranker="bm25") for _, _, e in examples]
+    rag_tokens = [len(engine.llm.prompt_ids(p)) for p in rag_prompts]
+    options = GenerationOptions(max_new_tokens=config.new_tokens, min_new_tokens=config.new_tokens)
+    n = min(len(examples), config.repeats)
+
+    def pplug(i: int) -> None:
+        prompt, history, _ = examples[max(i, 0) % n]
+        row, _, _ = engine.rows(prompt, history)
+        engine.llm.generate([row], options)
+
+    def rag(i: int) -> None:
+        engine.llm.generate([Row(engine.llm.prompt_ids(rag_prompts[max(i, 0) % n]))], options)
+
+    t_plug, t_rag = interleaved(pplug, rag, config.repeats)
+    return {
+        "latency_ratio": t_plug / t_rag,
+        "prompt_tokens_ratio": float(np.mean(plug_tokens) / np.mean(rag_tokens)),
+        "pplug_prompt_tokens": float(np.mean(plug_tokens)),
+        "bm25_k4_prompt_tokens": float(np.mean(rag_tokens)),
+        "pplug_s": t_plug,
+        "bm25_k4_s": t_rag,
+    }
+
+
+def bench_persona_update(engine: PersonaEngine, config: BenchConfig) -> dict:
+    """Adding one short item to personas of growing size: should not grow with the history."""
+    from ..app.service import StudioService
+    from ..data.store import PersonaStore
+
+    results: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        store = PersonaStore(Path(folder) / "bench.db")
+        engine.encoder.cache = store.embedding_cache
+        service = StudioService(engine, store, plugs_dir=Path(folder))  # no task plugs needed
+        for size in config.update_sizes:
+            pid = store.create_persona(f"persona with {size} items")
+            store.add_items(pid, [f"History note {j} of persona {size}: a short text." for j in range(size)])
+            service.refresh_embedding(pid)  # steady state: the persona's embedding exists
+            counter = iter(range(10**6))
+            seconds = median_time(
+                lambda pid=pid, size=size, counter=counter: service.add_text(
+                    pid, f"New note {next(counter)} for {size}."
+                ),
+                config.repeats,
+            )
+            results[str(size)] = seconds * 1000
+        store.close()
+    sizes = config.update_sizes
+    return {"ratio": results[str(sizes[-1])] / results[str(sizes[0])], "ms_by_history_size": results}
+
+
+def bench_encode_throughput(engine: PersonaEngine, config: BenchConfig) -> dict:
+    """(Re)embedding a history: batched, length-sorted encoder vs a naive one-text-at-a-time loop."""
+    from ..engine.cache import MemoryEmbeddingCache
+
+    texts = [t for _, h, _ in load_examples(config, 80) for t in h]
+    texts = list(dict.fromkeys(texts))[: 300 if config.quick else 1000]
+    naive_n = min(len(texts), 60 if config.quick else 200)
+    saved = engine.encoder.cache
+    engine.encoder.cache = MemoryEmbeddingCache()
+    started = time.perf_counter()
+    engine.encoder.encode(texts)
+    batched = len(texts) / (time.perf_counter() - started)
+    started = time.perf_counter()
+    for text in texts[:naive_n]:
+        engine.encoder._encode_uncached([text])
+    naive = naive_n / (time.perf_counter() - started)
+    engine.encoder.cache = saved
+    return {
+        "ratio": batched / naive,
+        "batched_texts_per_s": batched,
+        "naive_texts_per_s": naive,
+        "texts": len(texts),
+    }
+
+
+def bench_projection(config: BenchConfig) -> dict:
+    """PCA and UMAP time at growing persona counts (UMAP's first call includes numba compilation)."""
+    from ..app.space import pca_2d, umap_2d
+
+    rng = np.random.default_rng(0)
+    out: dict[str, dict[str, float]] = {}
+    first = True
+    for n in config.projection_sizes:
+        x = rng.normal(size=(n, 384)).astype(np.float32)
+        row = {"pca_s": median_time(lambda x=x: pca_2d(x), 3)}
+        if first:
+            row["umap_first_call_s"] = median_time(lambda x=x: umap_2d(x), 1)
+            first = False
+        row["umap_warm_s"] = median_time(lambda x=x: umap_2d(x), 1)
+        out[str(n)] = row
+    return out
+
+
+def bench_cold_start(config: BenchConfig) -> dict:
+    """Seconds from `python app.py` to a served page, and the app's peak RSS.
+
+    Full mode: first with an empty model cache (GGUF conversion included), then warm. Quick: warm only
+    (the user's own cache).
+    """
+    app = Path(__file__).resolve().parents[2] / "app.py"
+    runs: dict[str, float | None] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for label in ["warm"] if config.quick else ["first_run", "warm"]:
+            env = dict(os.environ)
+            if not config.quick:  # empty on the first run, filled by it for the second
+                env["PERSONA_DEMO_CACHE_DIR"] = str(Path(folder) / "cache")
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            started = time.perf_counter()
+            proc = subprocess.Popen(
+                [sys.executable, str(app), "--port", str(port), "--db", str(Path(folder) / f"{label}.db")],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                served = _wait_served(port, proc, limit=600)
+                runs[f"{label}_s"] = None if served is None else served - started
+                runs["peak_rss_mb"] = _peak_rss_mb(proc.pid)
+            finally:
+                proc.terminate()
+                proc.wait(timeout=30)
+    return runs
+
+
+def _wait_served(port: int, proc: subprocess.Popen, limit: float) -> float | None:
+    deadline = time.perf_counter() + limit
+    while time.perf_counter() < deadline:
+        if proc.poll() is not None:
+            return None
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2):
+                return time.perf_counter()
+        except OSError:
+            time.sleep(0.25)
+    return None
+
+
+def _peak_rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def bench_train_step(engine: PersonaEngine, config: BenchConfig) -> dict:
+    """Training examples per second (frozen LLM, plug trainable) on a small synthetic batch."""
+    from ..experiments.train import Example, PlugTrainer, TrainConfig
+
+    examples = load_examples(config, 8)
+    batch = [Example(p, p, h, "A short headline about the news") for p, h, _ in examples]
+    trainer = PlugTrainer(engine, TrainConfig(batch_size=8))
+    optimizer = torch.optim.AdamW(engine.plug.parameters(), lr=1e-4)
+
+    def step() -> None:
+        optimizer.zero_grad()
+        nll, count = trainer.batch_nll(batch, [e.history for e in batch])
+        (nll / count).backward()
+        optimizer.step()
+
+    step()
+    seconds = median_time(step, 2 if config.quick else 4)
+    return {"examples_per_s": len(batch) / seconds, "step_s": seconds, "batch_size": len(batch)}
+
+
+def environment(engine: PersonaEngine) -> dict:
+    info = {
+        "device": str(engine.loaded_llm.device),
+        "llm": engine.loaded_llm.describe(),
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["gpu_peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return info
+
+
+def run_bench(engine: PersonaEngine, config: BenchConfig, progress: Callable[[str], None] = print) -> dict:
+    results: dict[str, object] = {"quick": config.quick}
+    steps: list[tuple[str, Callable[[], dict]]] = [
+        ("plug_overhead", lambda: bench_plug_overhead(engine, config)),
+        ("side_by_side", lambda: bench_side_by_side(engine, config)),
+        ("pplug_vs_rag", lambda: bench_pplug_vs_rag(engine, config)),
+        ("persona_update", lambda: bench_persona_update(engine, config)),
+        ("encode_throughput", lambda: bench_encode_throughput(engine, config)),
+        ("projection", lambda: bench_projection(config)),
+        ("train_step", lambda: bench_train_step(engine, config)),
+        ("cold_start", lambda: bench_cold_start(config)),
+    ]
+    for name, fn in steps:
+        progress(f"bench: {name}...")
+        started = time.perf_counter()
+        results[name] = fn()
+        progress(
+            f"bench: {name} done in {time.perf_counter() - started:.1f} s: {json.dumps(results[name])[:160]}"
+        )
+    results["memory"] = {
+        "bench_process_peak_rss_mb": _peak_rss_mb(os.getpid()),
+        "app_peak_rss_mb": results["cold_start"].get("peak_rss_mb"),
+    }
+    results["environment"] = environment(engine)
+    results["targets"] = {
+        name: {
+            "target": f"{op} {limit}",
+            "value": results[name]["ratio"],
+            "met": _meets(results[name]["ratio"], op, limit),
+        }
+        for name, (op, limit) in TARGETS.items()
+    }
+    return results
+
+
+def _meets(value: float, op: str, limit: float) -> bool:
+    return value <= limit if op == "<=" else value >= limit
+
+
+def table(results: dict) -> str:
+    lines = ["| figure | value | target | met |", "|---|---|---|---|"]
+    for name, t in results["targets"].items():
+        lines.append(f"| {name} ratio | {t['value']:.3f} | {t['target']} | {'yes' if t['met'] else 'NO'} |")
+    rag = results.get("pplug_vs_rag", {})
+    if "latency_ratio" in rag:
+        lines.append(f"| pplug_vs_rag latency ratio | {rag['latency_ratio']:.3f} | report | |")
+        lines.append(
+            f"| pplug_vs_rag prompt tokens | {rag['pplug_prompt_tokens']:.1f} vs {rag['bm25_k4_prompt_tokens']:.1f}"
+            f" ({rag['prompt_tokens_ratio']:.3f}) | report | |"
+        )
+    for size, ms in results["persona_update"]["ms_by_history_size"].items():
+        lines.append(
+            f"| persona_update @ {size} items | {ms:.1f} ms | ≤ 50 ms | {'yes' if ms <= 50 else 'NO'} |"
+        )
+    enc = results["encode_throughput"]
+    lines.append(
+        f"| encode batched / naive | {enc['batched_texts_per_s']:.0f} / {enc['naive_texts_per_s']:.0f} texts/s | | |"
+    )
+    for n, row in results["projection"].items():
+        cells = ", ".join(f"{k} {v:.2f}" for k, v in row.items())
+        lines.append(f"| projection @ {n} personas | {cells} | report | |")
+    lines.append(f"| train_step | {results['train_step']['examples_per_s']:.2f} examples/s | report | |")
+    cold = {k: v for k, v in results["cold_start"].items() if v is not None}
+    lines.append(f"| cold_start | {', '.join(f'{k} {v:.1f}' for k, v in cold.items())} | report | |")
+    env = results["environment"]
+    lines.append(f"| environment | {env['llm']}; {env['threads']} threads; torch {env['torch']} | | |")
+    return "\n".join(lines)

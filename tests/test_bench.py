@@ -1,0 +1,35 @@
+"""The bench's bookkeeping (no timing asserted: speed targets live in `python -m persona_demo bench`)."""
+
+from __future__ import annotations
+
+from persona_demo.experiments.bench import TARGETS, _meets, interleaved, table
+
+
+def test_interleaved_alternates_and_warms_up_once():
+    calls: list[str] = []
+    interleaved(lambda i: calls.append(f"a{i}"), lambda i: calls.append(f"b{i}"), repeats=2)
+    assert calls == ["a-1", "b-1", "a0", "b0", "a1", "b1"]
+
+
+def test_targets_and_table():
+    assert _meets(1.0, "<=", 1.05) and not _meets(1.2, "<=", 1.05) and _meets(6, ">=", 5)
+    results = {
+        "targets": {
+            name: {"target": f"{op} {v}", "value": v, "met": True} for name, (op, v) in TARGETS.items()
+        },
+        "pplug_vs_rag": {
+            "latency_ratio": 0.8,
+            "prompt_tokens_ratio": 0.5,
+            "pplug_prompt_tokens": 60.0,
+            "bm25_k4_prompt_tokens": 120.0,
+        },
+        "persona_update": {"ms_by_history_size": {"10": 12.0, "10000": 70.0}},
+        "encode_throughput": {"batched_texts_per_s": 300.0, "naive_texts_per_s": 40.0},
+        "projection": {"100": {"pca_s": 0.001, "umap_warm_s": 0.5}},
+        "train_step": {"examples_per_s": 3.0},
+        "cold_start": {"warm_s": 9.5, "peak_rss_mb": 900.0},
+        "environment": {"llm": "x", "threads": 2, "torch": "2.13.0"},
+    }
+    text = table(results)
+    assert "| plug_overhead ratio | 1.050 | <= 1.05 | yes |" in text
+    assert "| persona_update @ 10000 items | 70.0 ms | ≤ 50 ms | NO |" in text
