@@ -42,6 +42,8 @@ def _as_gradio_error(exc: BaseException) -> gr.Error:
     if isinstance(exc, PersonaDemoError):
         return gr.Error(html.escape(str(exc)))
     if isinstance(exc, torch.OutOfMemoryError):
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # give the freed blocks back so the next request can run
         return gr.Error("The model ran out of memory: try fewer new tokens or a shorter input.")
     log.exception("studio action failed")
     return gr.Error(
@@ -219,13 +221,11 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
     @user_errors
     def compare(current, task_key, user_input, max_new, strength, sample, temperature):
         opts = options(max_new, sample, temperature)
+        result = texts = None
         for result, texts in service.stream_compare(current, task_key, user_input, opts, float(strength)):
             yield result.without_plug, result.with_plug, None
-        yield (
-            result.without_plug,
-            result.with_plug,
-            attention_figure(result.top_items(texts, k=5)),
-        )
+        if result is not None:
+            yield result.without_plug, result.with_plug, attention_figure(result.top_items(texts, k=5))
 
     @user_errors
     def chat(current, message, persona_chat, plain_chat, max_new, strength, sample, temperature):
