@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from .cli_generate import add_settings_arguments, resolve_plug_path, settings_from_args
+from .errors import PersonaDemoError
 
 
 def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
@@ -23,6 +24,11 @@ def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="pplug on a whole split: store the scores in the plug's metadata (the app's status line shows them)",
+    )
     add_settings_arguments(parser)
     parser.set_defaults(func=run_evaluate)
 
@@ -33,6 +39,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     plug = resolve_plug_path(args.plug, settings) if args.method.startswith("pplug") else None
+    if args.record and (args.method != "pplug" or plug is None or args.limit):
+        raise PersonaDemoError("--record needs --method pplug, a --plug and the whole split (no --limit)")
     engine = PersonaEngine.from_settings(settings, plug_path=plug)
     metrics = evaluate(
         engine,
@@ -46,5 +54,20 @@ def run_evaluate(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
     )
+    if args.record:
+        record_in_plug(engine, plug, metrics, args)
     print(json.dumps(metrics))
     return 0
+
+
+RECORDED = ("rouge1", "rougeL", "mae", "rmse", "accuracy", "f1")
+
+
+def record_in_plug(engine, plug: Path, metrics: dict, args: argparse.Namespace) -> None:
+    """Add `<split>_<metric>` (e.g. dev_rouge1) to the plug's metadata; only for a full-split pplug run."""
+    from .engine.checkpoint import save_plug
+
+    metadata = engine.plug_metadata
+    metadata.metrics.update({f"{args.split}_{k}": metrics[k] for k in RECORDED if k in metrics})
+    metadata.metrics[f"{args.split}_n"] = metrics["n"]
+    save_plug(plug, engine.plug, metadata)

@@ -25,7 +25,10 @@ for task in "${tasks[@]}"; do
   run "$task" bm25-k1 bm25 --k 1 "${common[@]}"
   run "$task" bm25-k4 bm25 --k 4 "${common[@]}"
   run "$task" recency-k1 recency --k 1 "${common[@]}"
-  for m in pplug pplug-shuffled pplug-no-history; do
+  record=()
+  [ "$LIMIT" = 0 ] && record=(--record)  # full dev: the plug's metadata (and the app's status line) get its scores
+  run "$task" pplug pplug --plug "$task" "${common[@]}" "${record[@]}"
+  for m in pplug-shuffled pplug-no-history; do
     run "$task" "$m" "$m" --plug "$task" "${common[@]}"
   done
   run "$task" pplug+bm25-k1 pplug+bm25 --k 1 --plug "$task" "${common[@]}"

@@ -101,3 +101,24 @@ def test_rating_baselines_need_no_model(engine, tmp_path):
         data.mkdir()
         write_lamp4(data)
         evaluate(engine, data, "dev", "always-5", tmp_path / "x")
+
+
+def test_record_stores_dev_scores_in_the_plug(engine, tmp_path, capsys):
+    from persona_demo.__main__ import main
+    from persona_demo.engine.checkpoint import new_plug_metadata, read_metadata, save_plug
+
+    data = tmp_path / "data"
+    data.mkdir()
+    write_lamp4(data)
+    plug = tmp_path / "plug.safetensors"
+    save_plug(
+        plug,
+        engine.plug,
+        new_plug_metadata(engine.plug, engine.loaded_llm.model_id, engine.encoder.encoder_id),
+    )
+    args = ["evaluate", "--data", str(data), "--split", "dev", "--plug", str(plug), "--max-new-tokens", "4"]
+    assert main([*args, "--method", "pplug", "--out", str(tmp_path / "out"), "--record"]) == 0
+    recorded = read_metadata(plug).metrics
+    assert recorded["dev_n"] == 4 and 0 <= recorded["dev_rouge1"] <= 1
+    assert main([*args, "--method", "none", "--out", str(tmp_path / "none"), "--record"]) == 2
+    assert "--record needs --method pplug" in capsys.readouterr().err

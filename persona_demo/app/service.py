@@ -104,8 +104,11 @@ class StudioService:
         for key, loaded in self.tasks.items():
             if key == FREE_TASK.key:
                 continue
-            metrics = {k: v for k, v in loaded.metadata.metrics.items() if k in {"dev_nll", "rouge1", "mae"}}
-            shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if isinstance(v, int | float))
+            shown_keys = {"dev_nll", "dev_rouge1", "dev_mae"}
+            metrics = {k: v for k, v in loaded.metadata.metrics.items() if k in shown_keys}
+            shown = ", ".join(
+                f"{k.replace('_', ' ')} {v:.3f}" for k, v in metrics.items() if isinstance(v, int | float)
+            )
             plugs.append(f"{key}" + (f" ({shown})" if shown else ""))
         return f"{self.engine.describe()} · plugs: {'; '.join(plugs) or 'none shipped (untrained plug)'}"
 
