@@ -27,6 +27,10 @@ TIMEOUT_MS = 240_000  # generous: a busy 2-core CI machine; not a speed target
 def page(running_studio):
     from playwright.sync_api import expect, sync_playwright
 
+    from persona_demo.app.space import wait_for_umap
+
+    assert wait_for_umap(600), "UMAP warm-up did not finish"  # `python app.py` warms it while models load
+
     expect.set_options(timeout=TIMEOUT_MS)
 
     with sync_playwright() as p:

@@ -80,6 +80,10 @@ def warm_umap() -> threading.Thread:
         return _warm_thread
 
 
+def umap_ready() -> bool:
+    return _umap_ready.is_set()
+
+
 def wait_for_umap(timeout: float) -> bool:
     """Block until the warm-up finished (True) or `timeout` seconds passed (False)."""
     warm_umap()

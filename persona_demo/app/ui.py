@@ -23,15 +23,12 @@ import torch
 from ..engine.generation import GenerationOptions
 from ..errors import PersonaDemoError
 from .service import StudioService
-from .space import attention_figure, space_figure, wait_for_umap, warm_umap
+from .space import attention_figure, space_figure, umap_ready, warm_umap
 
 log = logging.getLogger(__name__)
 
 MAP_EVENT = {"api_visibility": "private", "concurrency_id": "map", "concurrency_limit": None}
-"""Map redraws wait for UMAP's warm-up; they must never queue behind each other (or behind generation)."""
-
-UMAP_WAIT_S = 120.0
-"""How long a map waits for UMAP's start-up compilation before staying PCA."""
+"""Map redraws are quick (PCA, then UMAP once warmed up) and must never queue behind generation."""
 
 
 def _as_gradio_error(exc: BaseException) -> gr.Error:
@@ -209,13 +206,14 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
 
     @user_errors
     def embedding_map(current: int | None, method: str, with_items: bool, previous, progress=gr.Progress()):  # noqa: B008
-        """PCA at once; then UMAP replaces it when asked for (kernels are warmed at start-up)."""
+        """PCA at once; UMAP replaces it when asked for and its kernels are compiled (warmed at start-up;
+        until then the map stays PCA and says so)."""
         data = service.space(
             current, bool(with_items), lambda done, total: progress((done, total), desc="persona embeddings")
         )
         prev = None if previous is None else np.asarray(previous)
         yield space_figure(data, "pca", current, prev)
-        if method == "UMAP" and wait_for_umap(UMAP_WAIT_S):
+        if method == "UMAP" and umap_ready():  # never wait: a slow event could overwrite a newer map
             yield space_figure(data, "umap", current, prev)
 
     @user_errors
@@ -245,6 +243,9 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
     with gr.Blocks(title="Persona Studio") as demo:
         current = gr.State(None)
         previous_vector = gr.State(None)
+        map_tick = gr.State(0)
+        """Every redraw request bumps this; ONE listener draws, `always_last`, so a slow old map can never
+        overwrite a newer one."""
         gr.Markdown("# Persona Studio\nA frozen LLM personalized by a Persona-Plug: one plug, every persona.")
         gr.Markdown(_md_escape(service.describe()), elem_id="status-line")
         with gr.Row():
@@ -339,6 +340,7 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
 
         # ------------------------------------------------------------------------------------ wiring
         map_inputs = [current, method, with_items, previous_vector]
+        map_tick.change(embedding_map, map_inputs, space_plot, trigger_mode="always_last", **MAP_EVENT)
         edit_outputs = [history_table, item, persona_status, previous_vector, persona, new_text]
 
         search.change(search_personas, [search, current], persona, api_visibility="private")
@@ -347,7 +349,7 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
             persona,
             [current, history_table, item, name, persona_status, previous_vector],
             api_name="select_persona",
-        ).then(embedding_map, map_inputs, space_plot, **MAP_EVENT)
+        ).then(bump, map_tick, map_tick, api_visibility="private")
         create_btn.click(create_persona, [name, search], persona, api_name="create_persona")
         rename_btn.click(rename_persona, [current, name, search], persona, api_name="rename_persona")
         duplicate_btn.click(duplicate_persona, [current, search], persona, api_name="duplicate_persona")
@@ -362,20 +364,20 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
         )
 
         add_btn.click(add_text, [current, new_text, search], edit_outputs, api_name="add_text").then(
-            embedding_map, map_inputs, space_plot, **MAP_EVENT
+            bump, map_tick, map_tick, api_visibility="private"
         )
         upload.upload(
             upload_history, [current, upload, search], [*edit_outputs[:5], upload], api_name="upload_history"
-        ).then(embedding_map, map_inputs, space_plot, **MAP_EVENT)
+        ).then(bump, map_tick, map_tick, api_visibility="private")
         item.change(pick_item, item, item_text, api_visibility="private")
         save_btn.click(
             save_item, [current, item, item_text, search], edit_outputs, api_name="edit_item"
-        ).then(embedding_map, map_inputs, space_plot, **MAP_EVENT)
+        ).then(bump, map_tick, map_tick, api_visibility="private")
         del_item_btn.click(delete_item, [current, item, search], edit_outputs, api_name="delete_item").then(
-            embedding_map, map_inputs, space_plot, **MAP_EVENT
+            bump, map_tick, map_tick, api_visibility="private"
         )
-        method.change(embedding_map, map_inputs, space_plot, **MAP_EVENT)
-        with_items.change(embedding_map, map_inputs, space_plot, **MAP_EVENT)
+        method.change(bump, map_tick, map_tick, api_visibility="private")
+        with_items.change(bump, map_tick, map_tick, api_visibility="private")
 
         generate_btn.click(
             compare,
@@ -397,8 +399,13 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
                 concurrency_limit=generation_concurrency,
             )
         clear_btn.click(lambda: ([], []), None, [persona_chat, plain_chat], api_visibility="private")
-        demo.load(embedding_map, map_inputs, space_plot, **MAP_EVENT)
+        demo.load(bump, map_tick, map_tick, api_visibility="private")
     return demo
+
+
+def bump(tick: int | None) -> int:
+    """Request a map redraw (see `map_tick`)."""
+    return (tick or 0) + 1
 
 
 def _md_escape(text: str) -> str:

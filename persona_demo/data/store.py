@@ -604,9 +604,15 @@ class PersonaStore:
         self, db: sqlite_utils.Database, persona_id: int, items: list[HistoryItem], result: AddResult
     ) -> None:
         """Append items after the last position, skipping texts the persona already has."""
-        seen = {
-            row[0] for row in db.execute("SELECT text_hash FROM items WHERE persona_id = ?", [persona_id])
-        }
+        # Look up only the incoming hashes (UNIQUE(persona_id, text_hash) is an index): adding one item
+        # costs the same whatever the history size.
+        digests = list(dict.fromkeys(text_hash(item.text) for item in items))
+        seen: set[str] = set()
+        for chunk in _chunks(digests):
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT text_hash FROM items WHERE persona_id = ? AND text_hash IN ({marks})"
+            seen.update(row[0] for row in db.execute(sql, [persona_id, *chunk]))
+        existing = db.execute("SELECT COUNT(*) FROM items WHERE persona_id = ?", [persona_id]).fetchone()[0]
         start = db.execute(
             "SELECT COALESCE(MAX(position), -1) + 1 FROM items WHERE persona_id = ?", [persona_id]
         ).fetchone()[0]
@@ -629,9 +635,10 @@ class PersonaStore:
                     "fields": _json(item.fields),
                 }
             )
-        if len(seen) > self.limits.max_items:
+        if existing + len(rows) > self.limits.max_items:
+            total = existing + len(rows)
             raise PersonaDemoError(
-                f"A persona can hold at most {self.limits.max_items:,} items; this would make {len(seen):,}."
+                f"A persona can hold at most {self.limits.max_items:,} items; this would make {total:,}."
             )
         if rows:
             db["items"].insert_all(rows, batch_size=200)
