@@ -60,14 +60,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-RECORDED = ("rouge1", "rougeL", "mae", "rmse", "accuracy", "f1")
-
-
 def record_in_plug(engine, plug: Path, metrics: dict, args: argparse.Namespace) -> None:
     """Add `<split>_<metric>` (e.g. dev_rouge1) to the plug's metadata; only for a full-split pplug run."""
+    from .cli_report import METRIC_COLUMNS
     from .engine.checkpoint import save_plug
 
     metadata = engine.plug_metadata
-    metadata.metrics.update({f"{args.split}_{k}": metrics[k] for k in RECORDED if k in metrics})
+    metadata.metrics.update({f"{args.split}_{k}": metrics[k] for k in METRIC_COLUMNS if k in metrics})
     metadata.metrics[f"{args.split}_n"] = metrics["n"]
     save_plug(plug, engine.plug, metadata)

@@ -17,7 +17,7 @@ import torch
 
 from ..data.ingest import HistoryItem
 from ..data.store import ImportResult, PersonaStore, PersonaSummary
-from ..engine.checkpoint import PlugMetadata, load_plug
+from ..engine.checkpoint import PlugMetadata
 from ..engine.engine import Comparison, PersonaEngine
 from ..engine.generation import GenerationOptions
 from ..engine.plug import PersonaPlug
@@ -80,17 +80,11 @@ class StudioService:
         self.tasks: dict[str, LoadedTask] = {}
         for task, path in shipped_tasks(plugs_dir or engine.settings.plugs_dir):
             try:
-                plug, metadata = load_plug(
-                    path,
-                    llm_id=engine.loaded_llm.model_id,
-                    llm_dim=engine.llm.hidden_size,
-                    encoder_id=engine.encoder.encoder_id,
-                    encoder_dim=engine.encoder.dim,
-                )
+                plug, metadata = engine.read_plug(path)
             except PersonaDemoError as exc:  # a plug for another model: skip it, say so in the log
                 log.warning("plug %s not offered: %s", path.name, exc)
                 continue
-            self.tasks[task.key] = LoadedTask(task, plug.to(engine.loaded_llm.device).eval(), metadata)
+            self.tasks[task.key] = LoadedTask(task, plug.eval(), metadata)
         # Free prompts and chat use the engine's own plug (--plug), else the first shipped one.
         if engine.plug_metadata.task == "untrained" and self.tasks:
             first = next(iter(self.tasks.values()))
@@ -247,11 +241,10 @@ class StudioService:
             vector = self.persona_embedding(summary.id) if summary.item_count else None
             if vector is None:
                 continue
-            items = self.store.list_items(summary.id)
             ids.append(summary.id)
             names.append(summary.name)
             counts.append(summary.item_count)
-            samples.append([item.text for item in items[:2]])
+            samples.append([item.text for item in self.store.newest_items(summary.id, 2)])
             vectors.append(vector)
         data = SpaceData(ids, names, counts, samples, np.asarray(vectors, dtype=np.float32))
         if with_items and current_id is not None and current_id in ids:

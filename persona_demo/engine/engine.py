@@ -91,7 +91,8 @@ class PersonaEngine:
         values.update(overrides)
         return PlugConfig(**values)  # type: ignore[arg-type]
 
-    def load_plug(self, path: str | Path) -> PlugMetadata:
+    def read_plug(self, path: str | Path) -> tuple[PersonaPlug, PlugMetadata]:
+        """A plug checkpoint checked against this engine's LLM and encoder, on its device (not installed)."""
         plug, metadata = load_plug(
             path,
             llm_id=self.loaded_llm.model_id,
@@ -99,9 +100,11 @@ class PersonaEngine:
             encoder_id=self.encoder.encoder_id,
             encoder_dim=self.encoder.dim,
         )
-        self.plug = plug.to(self.loaded_llm.device)
-        self.plug_metadata = metadata
-        return metadata
+        return plug.to(self.loaded_llm.device), metadata
+
+    def load_plug(self, path: str | Path) -> PlugMetadata:
+        self.plug, self.plug_metadata = self.read_plug(path)
+        return self.plug_metadata
 
     # ----- the plug's inputs ---------------------------------------------------------------------------
     def history_tensor(self, histories: Sequence[Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,7 +137,7 @@ class PersonaEngine:
         query_vectors = self.encoder.encode_queries(list(queries))
         history, mask = history_vectors if history_vectors is not None else self.history_tensor(histories)
         device = self.loaded_llm.device
-        plug = plug or self.plug
+        plug = self.plug if plug is None else plug
         return plug(query_vectors.to(device), history.to(device), mask.to(device), strength=strength)
 
     def persona_vector(self, history: Sequence[str]) -> torch.Tensor:

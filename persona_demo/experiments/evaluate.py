@@ -95,14 +95,12 @@ def evaluate(
         prompts = [build_rag_prompt(dataset.task, e, k, ranker=RAG_METHODS[method]) for e in examples]
     else:
         prompts = [e.input for e in examples]
-    if method in RATING_BASELINES:  # no model: each row's answer is a constant or the profile mean
-        prompts = []
     options = GenerationOptions(max_new_tokens=max_new_tokens)
     preds: dict[str, str] = {}
     prompt_tokens = 0
     started = time.perf_counter()
-    if method in RATING_BASELINES:
-        preds = {e.id: rating_baseline(method, e.profile) for e in examples}
+    if method in RATING_BASELINES:  # no model: each row's answer is a constant or the profile mean
+        preds, prompts = {e.id: rating_baseline(method, e.profile) for e in examples}, []
     for start in tqdm(range(0, len(prompts), batch_size), desc=f"evaluate {method}", unit="batch"):
         chunk = range(start, min(start + batch_size, len(examples)))
         rows = [Row(engine.llm.prompt_ids(prompts[i])) for i in chunk]
