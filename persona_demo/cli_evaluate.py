@@ -16,6 +16,22 @@ def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("evaluate", help="evaluate a method on a LaMP-format split")
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--split", choices=["dev", "test"], default="dev")
+    parser.add_argument(
+        "--task",
+        choices=["auto", "persona-voice"],
+        default="auto",
+        help="auto: a LaMP folder's task, or persona-voice for a per-user .jsonl(.gz) file",
+    )
+    parser.add_argument(
+        "--metric",
+        choices=["auto", "nll"],
+        default="auto",
+        help="auto: the task's official metric (persona-voice: nll); nll: teacher-forced NLL of the gold "
+        "under none / no-history / shuffled / own history, with the personal share",
+    )
+    parser.add_argument(
+        "--shuffles", type=int, default=3, help="derangements averaged for the shuffled control"
+    )
     parser.add_argument("--method", choices=METHODS, required=True)
     parser.add_argument("--k", type=int, default=1, help="retrieved items for bm25/recency")
     parser.add_argument("--plug", help="plug checkpoint or task name (pplug methods)")
@@ -34,14 +50,44 @@ def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    from .data.voice import is_voice_file
     from .engine.engine import PersonaEngine
     from .experiments.evaluate import evaluate
+    from .experiments.evaluate_nll import VOICE_METHODS, VOICE_TASK, evaluate_nll
 
+    voice = is_voice_file(args.data)
+    if args.task == VOICE_TASK and not voice:
+        raise PersonaDemoError(
+            f"--task {VOICE_TASK} reads a per-user .jsonl or .jsonl.gz file, not {args.data}"
+        )
+    if voice and args.metric == "auto":
+        args.metric = "nll"
+    if voice and args.method not in VOICE_METHODS:
+        raise PersonaDemoError(f"{VOICE_TASK} supports {', '.join(VOICE_METHODS)}, not {args.method!r}")
+    if args.shuffles < 1:
+        raise PersonaDemoError("--shuffles must be at least 1")
     settings = settings_from_args(args)
     plug = resolve_plug_path(args.plug, settings) if args.method.startswith("pplug") else None
     if args.record and (args.method != "pplug" or plug is None or args.limit):
         raise PersonaDemoError("--record needs --method pplug, a --plug and the whole split (no --limit)")
     engine = PersonaEngine.from_settings(settings, plug_path=plug)
+    if args.metric == "nll":
+        metrics = evaluate_nll(
+            engine,
+            args.data,
+            args.split,
+            args.method,
+            args.out,
+            k=args.k,
+            limit=args.limit,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            shuffles=args.shuffles,
+        )
+        if args.record:
+            record_in_plug(engine, plug, metrics, args)
+        print(json.dumps(metrics))
+        return 0
     metrics = evaluate(
         engine,
         args.data,
@@ -60,12 +106,25 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+NLL_RECORD_KEYS = (
+    "ppl",
+    "nll_none",
+    "nll_no_history",
+    "nll_shuffled",
+    "nll_own",
+    "personal_share",
+    "personal_share_ci",
+)
+"""What `--metric nll --record` keeps in the plug (the studio's status line shows the personal share)."""
+
+
 def record_in_plug(engine, plug: Path, metrics: dict, args: argparse.Namespace) -> None:
     """Add `<split>_<metric>` (e.g. dev_rouge1) to the plug's metadata; only for a full-split pplug run."""
     from .cli_report import METRIC_COLUMNS
     from .engine.checkpoint import save_plug
 
     metadata = engine.plug_metadata
-    metadata.metrics.update({f"{args.split}_{k}": metrics[k] for k in METRIC_COLUMNS if k in metrics})
+    keys = (*METRIC_COLUMNS, *NLL_RECORD_KEYS)
+    metadata.metrics.update({f"{args.split}_{k}": metrics[k] for k in keys if k in metrics})
     metadata.metrics[f"{args.split}_n"] = metrics["n"]
     save_plug(plug, engine.plug, metadata)

@@ -14,7 +14,12 @@ from .errors import PersonaDemoError
 
 def add_train_command(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("train", help="train a persona plug on LaMP-format data")
-    parser.add_argument("--data", type=Path, required=True, help="LaMP folder with train_questions.json ...")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="LaMP folder with train_questions.json ..., or a per-user .jsonl(.gz) file (persona voice)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="output plug (.safetensors)")
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--batch-size", type=int, default=8)
@@ -27,6 +32,12 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--eval-limit", type=int, default=64, help="dev examples per evaluation")
     parser.add_argument("--tau", type=float, default=1.0, help="aggregator temperature (1 = the paper)")
     parser.add_argument("--aggregation", choices=["attention", "mean"], default="attention")
+    parser.add_argument(
+        "--persona-tokens",
+        type=int,
+        default=1,
+        help="soft persona tokens: 1 = the paper's pooled P_u; k > 1 adds the k-1 most attended items",
+    )
     parser.add_argument(
         "--resume",
         action="store_true",
@@ -56,7 +67,9 @@ def run_train(args: argparse.Namespace) -> int:
     ).validated()
     engine = PersonaEngine.from_settings(settings_from_args(args))
     try:
-        plug_config = engine.default_plug_config(tau=args.tau, aggregation=args.aggregation)
+        plug_config = engine.default_plug_config(
+            tau=args.tau, aggregation=args.aggregation, persona_tokens=args.persona_tokens
+        )
     except ValueError as exc:
         raise PersonaDemoError(str(exc)) from None
     engine.plug = untrained_plug(plug_config, seed=args.seed).to(engine.loaded_llm.device)

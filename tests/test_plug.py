@@ -74,11 +74,38 @@ def test_soft_tokens_are_scaled_and_empty_rows_mask_the_persona():
     assert out.soft_mask.tolist() == [[1, 1], [1, 1], [1, 0]]
 
 
+def test_k_token_plug_adds_the_most_attended_items_in_order():
+    query, history, mask = batch()
+    plug = make_plug(persona_tokens=4)  # I, P_u, then the top 3 items
+    out = plug(query, history, mask)
+    assert out.soft_tokens.shape == (3, 5, 12)
+    # row 0: 5 items, all three item slots filled; row 1: 3 real items; row 2: no history at all
+    assert out.soft_mask.tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]]
+    order = out.weights[0].argsort(descending=True)[:3]
+    expected = F.normalize(plug.history_proj(history[0, order]), dim=-1) * 3.0
+    assert torch.allclose(out.soft_tokens[0, 2:], expected, atol=1e-5)
+    # k = 1 is exactly the paper's plug: the first two tokens don't depend on k
+    assert torch.allclose(make_plug()(query, history, mask).soft_tokens, out.soft_tokens[:, :2], atol=1e-6)
+
+
+def test_k_token_plug_masks_slots_beyond_a_short_history_and_trains_every_token():
+    query, history, mask = batch(length=2)
+    plug = make_plug(persona_tokens=5)
+    out = plug(query, history, mask)
+    assert out.soft_tokens.shape == (3, 6, 12)
+    assert out.soft_mask[0].tolist() == [1, 1, 1, 1, 0, 0]  # 2 items fill 2 of the 4 item slots
+    (out.soft_tokens * out.soft_mask.unsqueeze(-1)).sum().backward()
+    grads = [p.grad for p in plug.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
+
+
 def test_bad_plug_config_is_refused():
     with pytest.raises(ValueError):
         PlugConfig(encoder_dim=8, llm_dim=12, token_norm=3.0, aggregation="max")
     with pytest.raises(ValueError):
         PlugConfig(encoder_dim=8, llm_dim=12, token_norm=3.0, tau=0)
+    with pytest.raises(ValueError):
+        PlugConfig(encoder_dim=8, llm_dim=12, token_norm=3.0, persona_tokens=0)
 
 
 def test_checkpoint_round_trip_reproduces_outputs(engine, bike_history, tmp_path):

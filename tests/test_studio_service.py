@@ -7,8 +7,10 @@ import json
 import numpy as np
 import pytest
 
+from persona_demo.app.service import StudioService
 from persona_demo.app.space import attention_figure, pca_2d, space_figure
-from persona_demo.app.tasks import FREE_PROMPT, shipped_tasks
+from persona_demo.app.tasks import FREE_PROMPT, VOICE_PLUG, shipped_tasks
+from persona_demo.engine.checkpoint import new_plug_metadata, save_plug
 from persona_demo.engine.generation import GenerationOptions
 from persona_demo.errors import PersonaDemoError
 
@@ -18,10 +20,28 @@ HOSTILE = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
 def test_shipped_plugs_become_tasks_plus_a_free_prompt(studio_service, settings):
     keys = [key for _, key in studio_service.task_choices()]
     assert keys[-1] == FREE_PROMPT
-    assert keys[:-1] == [task.key for task, _ in shipped_tasks(settings.plugs_dir)]
+    shipped = [task.key for task, _ in shipped_tasks(settings.plugs_dir) if task.key != VOICE_PLUG]
+    assert keys[:-1] == shipped
     assert "huffpost_headline" in keys
-    # The free prompt uses a trained plug, not the untrained placeholder.
-    assert studio_service.engine.plug_metadata.task != "untrained"
+    # The free prompt uses a trained plug (the persona-voice one when shipped), not the untrained placeholder.
+    expected = VOICE_PLUG if (settings.plugs_dir / f"{VOICE_PLUG}.safetensors").is_file() else keys[0]
+    assert studio_service.engine.plug_metadata.task == expected
+
+
+def test_free_prompt_and_chat_default_to_the_persona_voice_plug(engine, studio_store, tmp_path):
+    """With a persona-voice plug among the shipped ones, it drives free prompts and chat, and is no task."""
+    plugs = tmp_path / "plugs"
+    plugs.mkdir()
+    for name in ("huffpost_headline", VOICE_PLUG):
+        metadata = new_plug_metadata(engine.plug, engine.loaded_llm.model_id, engine.encoder.encoder_id)
+        metadata.task = name
+        metadata.metrics = {"dev_ppl": 41.5, "dev_personal_share": 0.125}
+        save_plug(plugs / f"{name}.safetensors", engine.plug, metadata)
+    service = StudioService(engine, studio_store, plugs)
+    assert [key for _, key in service.task_choices()] == ["huffpost_headline", FREE_PROMPT]
+    assert service.task(FREE_PROMPT).metadata.task == VOICE_PLUG
+    assert engine.plug_metadata.task == VOICE_PLUG  # chat uses the engine's plug
+    assert "free prompt & chat: persona_voice (dev ppl 41.5, personal share 12%)" in service.describe()
 
 
 def test_adding_a_text_encodes_only_that_text(studio_service):

@@ -7,6 +7,7 @@ without a browser. Errors a person caused raise `PersonaDemoError` with a messag
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from ..engine.engine import Comparison, PersonaEngine
 from ..engine.generation import GenerationOptions
 from ..engine.plug import PersonaPlug
 from ..errors import PersonaDemoError
-from .tasks import FREE_TASK, StudioTask, shipped_tasks
+from .tasks import FREE_TASK, VOICE_PLUG, StudioTask, shipped_tasks
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +86,12 @@ class StudioService:
                 log.warning("plug %s not offered: %s", path.name, exc)
                 continue
             self.tasks[task.key] = LoadedTask(task, plug.eval(), metadata)
-        # Free prompts and chat use the engine's own plug (--plug), else the first shipped one.
-        if engine.plug_metadata.task == "untrained" and self.tasks:
-            first = next(iter(self.tasks.values()))
-            engine.plug, engine.plug_metadata = first.plug, first.metadata
+        # Free prompts and chat use the engine's own plug (--plug), else the persona-voice plug (trained for
+        # open-ended writing), else the first shipped task plug. The voice plug is not a task of its own.
+        voice = self.tasks.pop(VOICE_PLUG, None)
+        if engine.plug_metadata.task == "untrained" and (voice or self.tasks):
+            chosen = voice or next(iter(self.tasks.values()))
+            engine.plug, engine.plug_metadata = chosen.plug, chosen.metadata
         self.tasks[FREE_TASK.key] = LoadedTask(FREE_TASK, engine.plug, engine.plug_metadata)
 
     # ----------------------------------------------------------------------------------------- status
@@ -96,15 +99,10 @@ class StudioService:
         """One status line: what runs, and how good each plug measured on dev."""
         plugs = []
         for key, loaded in self.tasks.items():
-            if key == FREE_TASK.key:
-                continue
-            shown_keys = {"dev_nll", "dev_rouge1", "dev_mae"}
-            metrics = {k: v for k, v in loaded.metadata.metrics.items() if k in shown_keys}
-            shown = ", ".join(
-                f"{k.replace('_', ' ')} {v:.3f}" for k, v in metrics.items() if isinstance(v, int | float)
-            )
-            plugs.append(f"{key}" + (f" ({shown})" if shown else ""))
-        return f"{self.engine.describe()} · plugs: {'; '.join(plugs) or 'none shipped (untrained plug)'}"
+            name = f"free prompt & chat: {loaded.metadata.task}" if key == FREE_TASK.key else key
+            shown = _shown_metrics(loaded.metadata.metrics)
+            plugs.append(name + (f" ({shown})" if shown else ""))
+        return f"{self.engine.describe()} · plugs: {'; '.join(plugs)}"
 
     def task_choices(self) -> list[tuple[str, str]]:
         return [(loaded.task.label, key) for key, loaded in self.tasks.items()]
@@ -321,6 +319,25 @@ class StudioService:
             return int(persona_id)
         except (TypeError, ValueError):
             raise PersonaDemoError(f"{persona_id!r} is not a persona id.") from None
+
+
+STATUS_METRICS = {
+    "dev_nll": "dev nll {:.3f}",
+    "dev_rouge1": "dev rouge1 {:.3f}",
+    "dev_mae": "dev mae {:.3f}",
+    "dev_ppl": "dev ppl {:.1f}",
+    "dev_personal_share": "personal share {:.0%}",
+}
+"""Plug metadata shown on the status line (recorded by `evaluate --record`), and how."""
+
+
+def _shown_metrics(metrics: dict) -> str:
+    shown = [
+        fmt.format(metrics[k])
+        for k, fmt in STATUS_METRICS.items()
+        if isinstance(metrics.get(k), int | float) and math.isfinite(metrics[k])
+    ]
+    return ", ".join(shown)
 
 
 def _clean_chat(messages: Sequence[dict] | None) -> ChatMessages:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FREE_PROMPT = "free"
+VOICE_PLUG = "persona_voice"
+"""The plug trained to carry a person's voice into open-ended writing: the default for free prompts and chat."""
 
 
 @dataclass(frozen=True)

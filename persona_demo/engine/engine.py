@@ -203,7 +203,8 @@ class PersonaEngine:
     def describe(self) -> str:
         return (
             f"LLM {self.loaded_llm.describe()}; encoder {self.encoder.encoder_id}; "
-            f"plug '{self.plug_metadata.task}' (τ={self.plug.config.tau}, {self.plug.config.aggregation})"
+            f"plug '{self.plug_metadata.task}' (τ={self.plug.config.tau}, {self.plug.config.aggregation}, "
+            f"{self.plug.config.soft_tokens} soft tokens)"
         )
 
 

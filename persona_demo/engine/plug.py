@@ -30,12 +30,22 @@ class PlugConfig:
     """Mean L2 norm of the LLM's input token embeddings; soft tokens are scaled to it."""
     tau: float = 1.0
     aggregation: str = "attention"
+    persona_tokens: int = 1
+    """1 = the paper's single pooled P_u. k > 1 adds the k − 1 most attended history items, each projected on
+    its own: item-level detail that one pooled vector averages away (the personal-share issue)."""
 
     def __post_init__(self) -> None:
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, not {self.aggregation!r}")
         if self.tau <= 0:
             raise ValueError("tau must be positive")
+        if not 1 <= self.persona_tokens <= 64:
+            raise ValueError("persona_tokens must be between 1 and 64")
+
+    @property
+    def soft_tokens(self) -> int:
+        """Positions the plug adds to the prompt: I, P_u and the per-item tokens."""
+        return 1 + self.persona_tokens
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -46,9 +56,9 @@ class PlugOutput:
     """What the plug gives the LLM (`soft_tokens`, `soft_mask`) and what it gives the UI (`weights`)."""
 
     soft_tokens: torch.Tensor
-    """[B, 2, llm_dim]: instruction token I, then persona token P_u."""
+    """[B, 1 + k, llm_dim]: instruction token I, persona token P_u, then k − 1 per-item tokens (k ≥ 1)."""
     soft_mask: torch.Tensor
-    """[B, 2] long: 0 on P_u for rows without history, so those rows see only I."""
+    """[B, 1 + k] long: 0 on persona positions a row can't fill (no history, fewer items than k − 1)."""
     weights: torch.Tensor
     """[B, L]: attention weight of each history item (0 on padding; each row with history sums to 1)."""
 
@@ -99,7 +109,7 @@ class PersonaPlug(nn.Module):
         mask: torch.Tensor | None = None,
         strength: float = 1.0,
     ) -> PlugOutput:
-        """query [B, E], history [B, L, E], mask [B, L] (1 = real item) → soft tokens [B, 2, D].
+        """query [B, E], history [B, L, E], mask [B, L] (1 = real item) → soft tokens [B, 1 + k, D].
 
         `strength` scales P_u only (the UI's persona-strength knob); 1.0 is what the plug was trained with.
         """
@@ -115,7 +125,26 @@ class PersonaPlug(nn.Module):
         )
         has_history = mask.bool().any(-1).long()
         soft_mask = torch.stack([torch.ones_like(has_history), has_history], 1)
+        if self.config.persona_tokens > 1:
+            items, item_mask = self.top_items(projected, weights, mask, self.config.persona_tokens - 1)
+            soft = torch.cat([soft, F.normalize(items, dim=-1) * norm * strength], 1)
+            soft_mask = torch.cat([soft_mask, item_mask], 1)
         return PlugOutput(soft_tokens=soft, soft_mask=soft_mask, weights=weights)
+
+    @staticmethod
+    def top_items(
+        projected: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor, n: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The n most attended projected items [B, n, D] (most attended first) and which of them exist."""
+        batch, length, dim = projected.shape
+        if length < n:  # pad so every row has n slots; padded slots are masked out
+            projected = torch.cat([projected, projected.new_zeros(batch, n - length, dim)], 1)
+            weights = torch.cat([weights, weights.new_zeros(batch, n - length)], 1)
+            mask = torch.cat([mask, mask.new_zeros(batch, n - length)], 1)
+        ranked = weights.masked_fill(~mask.bool(), -1.0)  # real items first, even with weight 0
+        index = ranked.topk(n, dim=-1).indices
+        items = projected.gather(1, index.unsqueeze(-1).expand(-1, -1, dim))
+        return items, mask.gather(1, index).long()
 
     @torch.no_grad()
     def persona_vector(self, history: torch.Tensor) -> torch.Tensor:

@@ -109,7 +109,9 @@ def evaluate(
                 out = engine.plug_output([examples[i].query for i in chunk], [histories[i] for i in chunk])
             for j, row in enumerate(rows):
                 row.soft_tokens, row.soft_mask = out.soft_tokens[j], out.soft_mask[j]
-        prompt_tokens += sum(len(r.prompt_ids) + (0 if r.soft_tokens is None else 2) for r in rows)
+        prompt_tokens += sum(
+            len(r.prompt_ids) + (0 if r.soft_tokens is None else len(r.soft_tokens)) for r in rows
+        )
         for i, text in zip(chunk, engine.llm.generate(rows, options)):
             preds[examples[i].id] = text
     seconds = time.perf_counter() - started

@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.lamp import LampDataset, load_split
+from ..data.voice import is_voice_file, load_voice_split
 from ..engine.checkpoint import PlugMetadata, save_plug
 from ..engine.engine import PersonaEngine
 from ..engine.generation import Row
@@ -62,6 +63,7 @@ class Example:
     query: str
     history: list[str]
     target: str
+    user: str = ""
 
 
 def to_examples(dataset: LampDataset, limit: int = 0) -> list[Example]:
@@ -70,10 +72,22 @@ def to_examples(dataset: LampDataset, limit: int = 0) -> list[Example]:
     for e in dataset.examples[: limit or None]:
         if not e.target:
             continue
-        out.append(Example(e.input, e.query or e.input, spec.history_texts(e.profile), e.target))
+        history = spec.history_texts(e.profile)
+        out.append(Example(e.input, e.query or e.input, history, e.target, e.user_id or e.id))
     if not out:
         raise PersonaDemoError(f"{dataset.source}: no examples with a target to train on")
     return out
+
+
+VOICE_TARGETS_PER_USER = 3
+"""Training targets per persona-voice train user (its most recent posts, each with its earlier posts)."""
+
+
+def voice_examples(path: Path, split: str, limit: int = 0) -> list[Example]:
+    """Persona-voice examples (train: several targets per user; dev: the most recent post of each user)."""
+    per_user = VOICE_TARGETS_PER_USER if split == "train" else 1
+    examples = load_voice_split(path, split, targets_per_user=per_user)[: limit or None]
+    return [Example(e.prompt, e.prompt, e.history, e.target, e.user) for e in examples]
 
 
 def history_dropout(history: list[str], rng: random.Random) -> list[str]:
@@ -275,15 +289,22 @@ def train_plug(
     resume: bool = False,
     trainer: PlugTrainer | None = None,
 ) -> dict[str, float]:
-    """Load `train` (and `dev` if present) from a LaMP folder and train the engine's plug into `out`."""
-    train = to_examples(load_split(data_dir, "train"), config.limit)
-    dev_path = Path(data_dir) / "dev_questions.json"
-    dev = to_examples(load_split(data_dir, "dev"))[: config.eval_limit] if dev_path.is_file() else []
+    """Load `train` (and `dev` if present) from a LaMP folder, or the train/dev users of a per-user JSONL
+    file (the persona-voice task), and train the engine's plug into `out`."""
+    if is_voice_file(data_dir):
+        train = voice_examples(data_dir, "train", config.limit)
+        dev = voice_examples(data_dir, "dev", config.eval_limit)
+        task = "persona_voice"
+    else:
+        train = to_examples(load_split(data_dir, "train"), config.limit)
+        dev_path = Path(data_dir) / "dev_questions.json"
+        dev = to_examples(load_split(data_dir, "dev"))[: config.eval_limit] if dev_path.is_file() else []
+        task = Path(data_dir).name
     metadata = PlugMetadata(
         llm_id=engine.loaded_llm.model_id,
         encoder_id=engine.encoder.encoder_id,
         config=engine.plug.config,
-        task=Path(data_dir).name,
+        task=task,
     )
     trainer = trainer or PlugTrainer(engine, config)
     return trainer.fit(train, dev, Path(out), metadata, resume=resume)

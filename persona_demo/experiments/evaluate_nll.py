@@ -1,0 +1,96 @@
+"""`evaluate --metric nll` (any LaMP folder) and the persona-voice task (per-user JSONL): metrics.json with
+the four NLL conditions, perplexity, the personal share and user-level intervals (see nll.py)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from ..data.lamp import load_split
+from ..data.voice import is_voice_file, load_voice_split
+from ..engine.engine import PersonaEngine
+from ..errors import PersonaDemoError
+from .nll import METHOD_CONDITION, ScoringItem, nll_report
+from .retrieval import build_rag_prompt
+
+VOICE_TASK = "persona-voice"
+VOICE_METHODS = ("none", "pplug", "pplug-shuffled", "pplug-no-history")
+
+
+def lamp_items(data_dir: Path, split: str, limit: int) -> tuple[list, list[ScoringItem], int]:
+    dataset = load_split(data_dir, split)
+    examples = [e for e in dataset.examples if e.target is not None][: limit or None]
+    if not examples:
+        raise PersonaDemoError(f"{data_dir}: the {split} split has no examples with gold outputs")
+    spec = dataset.spec
+    items = [
+        ScoringItem(e.user_id or e.id, e.query or e.input, spec.history_texts(e.profile), e.target, e.input)
+        for e in examples
+    ]
+    return examples, items, dataset.task
+
+
+def voice_items(path: Path, split: str, limit: int) -> list[ScoringItem]:
+    if split != "dev":
+        raise PersonaDemoError("the persona-voice task has train and dev users; evaluate on --split dev")
+    return [
+        ScoringItem(e.user, e.prompt, e.history, e.target, e.prompt)
+        for e in load_voice_split(path, "dev", limit_users=limit)
+    ]
+
+
+def evaluate_nll(
+    engine: PersonaEngine,
+    data: Path,
+    split: str,
+    method: str,
+    out_dir: Path,
+    *,
+    k: int = 1,
+    limit: int = 0,
+    batch_size: int = 8,
+    seed: int = 0,
+    shuffles: int = 3,
+    max_target_tokens: int = 64,
+) -> dict[str, object]:
+    """Score one method (and the controls it needs) and write `out_dir/metrics.json`."""
+    own_prompt = None
+    if is_voice_file(data):
+        if method not in VOICE_METHODS:
+            raise PersonaDemoError(f"{VOICE_TASK} supports {', '.join(VOICE_METHODS)}, not {method!r}")
+        items, task_name = voice_items(data, split, limit), VOICE_TASK
+    else:
+        if method not in METHOD_CONDITION:
+            raise PersonaDemoError(f"--metric nll supports {', '.join(METHOD_CONDITION)}, not {method!r}")
+        examples, items, task = lamp_items(data, split, limit)
+        task_name = Path(data).name
+        if method == "pplug+bm25":  # retrieved text from the same history the plug sees (own or shuffled)
+
+            def own_prompt(i: int, j: int) -> str:
+                return build_rag_prompt(task, replace(examples[i], profile=examples[j].profile), k, "bm25")
+
+    started = time.perf_counter()
+    report = nll_report(
+        engine,
+        items,
+        method,
+        own_prompt=own_prompt,
+        shuffles=shuffles,
+        batch_size=batch_size,
+        seed=seed,
+        max_target_tokens=max_target_tokens,
+    )
+    report = {
+        "task": task_name,
+        "split": split,
+        **report,
+        "shuffles": shuffles if method != "none" else 0,
+        "k": k if method == "pplug+bm25" else None,
+        "plug": engine.plug_metadata.task if method != "none" else None,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return report
