@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .cli_generate import add_settings_arguments, resolve_plug_path, settings_from_args
+from .cli_generate import add_settings_arguments, disk_embedding_cache, resolve_plug_path, settings_from_args
 from .errors import PersonaDemoError
 
 
@@ -70,7 +70,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     plug = resolve_plug_path(args.plug, settings) if args.method.startswith("pplug") else None
     if args.record and (args.method != "pplug" or plug is None or args.limit):
         raise PersonaDemoError("--record needs --method pplug, a --plug and the whole split (no --limit)")
-    engine = PersonaEngine.from_settings(settings, plug_path=plug)
+    engine = PersonaEngine.from_settings(settings, plug_path=plug, cache=disk_embedding_cache(settings))
     if args.metric == "nll":
         metrics = evaluate_nll(
             engine,

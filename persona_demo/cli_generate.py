@@ -28,6 +28,13 @@ def settings_from_args(args: argparse.Namespace, **extra: object) -> Settings:
     return Settings.from_env(**{n: getattr(args, n, None) for n in names}, **extra)
 
 
+def disk_embedding_cache(settings: Settings):
+    """The vectors file train/evaluate share under the cache folder (a corpus is encoded once)."""
+    from .engine.cache import DiskEmbeddingCache
+
+    return DiskEmbeddingCache(settings.cache_dir / "embeddings.sqlite", settings.encoder_max_length)
+
+
 def read_history_file(path: Path) -> list[str]:
     """History texts from a file: the upload parser of the store (txt/md/csv/tsv/json/jsonl/LaMP)."""
     from .data.ingest import parse_upload

@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .cli_generate import add_settings_arguments, settings_from_args
+from .cli_generate import add_settings_arguments, disk_embedding_cache, settings_from_args
 from .errors import PersonaDemoError
 
 
@@ -65,7 +65,8 @@ def run_train(args: argparse.Namespace) -> int:
         eval_every=args.eval_every,
         eval_limit=args.eval_limit,
     ).validated()
-    engine = PersonaEngine.from_settings(settings_from_args(args))
+    settings = settings_from_args(args)
+    engine = PersonaEngine.from_settings(settings, cache=disk_embedding_cache(settings))
     try:
         plug_config = engine.default_plug_config(
             tau=args.tau, aggregation=args.aggregation, persona_tokens=args.persona_tokens

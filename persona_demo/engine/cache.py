@@ -7,6 +7,8 @@ cache here serves the CLI and tests, and the SQLite store provides a persistent 
 from __future__ import annotations
 
 import hashlib
+import sqlite3
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -49,3 +51,55 @@ class MemoryEmbeddingCache:
 
     def __len__(self) -> int:
         return len(self._vectors)
+
+
+class DiskEmbeddingCache:
+    """A SQLite file of vectors shared by CLI runs (train, evaluate), so a corpus is encoded once, not per run.
+
+    The encoder's maximum input length is part of the key: a text cut at 128 tokens has another vector.
+    Safe for several processes at once (WAL, busy timeout); a damaged file is replaced, never trusted.
+    """
+
+    def __init__(self, path: Path, max_length: int) -> None:
+        self.path = Path(path)
+        self.max_length = max_length
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = self._open()
+        except sqlite3.DatabaseError:  # not a database / corrupted: it is only a cache
+            self.path.unlink(missing_ok=True)
+            self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, vector BLOB NOT NULL) WITHOUT ROWID"
+        )
+        db.execute("SELECT count(*) FROM vectors LIMIT 1").fetchone()
+        return db
+
+    def _key(self, encoder_id: str, h: str) -> str:
+        return f"{encoder_id}|{self.max_length}|{h}"
+
+    def get_many(self, encoder_id: str, hashes: list[str]) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        for start in range(0, len(hashes), 500):
+            chunk = hashes[start : start + 500]
+            keys = {self._key(encoder_id, h): h for h in chunk}
+            marks = ",".join("?" * len(keys))
+            for key, blob in self._db.execute(
+                f"SELECT key, vector FROM vectors WHERE key IN ({marks})", list(keys)
+            ):
+                found[keys[key]] = np.frombuffer(blob, dtype=np.float32).copy()
+        return found
+
+    def put_many(self, encoder_id: str, vectors: dict[str, np.ndarray]) -> None:
+        rows = [
+            (self._key(encoder_id, h), np.asarray(v, dtype=np.float32).tobytes()) for h, v in vectors.items()
+        ]
+        with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?)", rows)
+
+    def close(self) -> None:
+        self._db.close()

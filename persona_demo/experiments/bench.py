@@ -144,7 +144,7 @@ def bench_pplug_vs_rag(engine: PersonaEngine, config: BenchConfig) -> dict:
     from ..data.lamp import TASKS
 
     task = TASKS[4]
-    plug_tokens = [len(engine.llm.prompt_ids(p)) + 2 for p, _, _ in examples]
+    plug_tokens = [len(engine.llm.prompt_ids(p)) + engine.plug.config.soft_tokens for p, _, _ in examples]
     rag_prompts = [build_rag_prompt(task, e, 4, ranker="bm25") for _, _, e in examples]
     rag_tokens = [len(engine.llm.prompt_ids(p)) for p in rag_prompts]
     options = GenerationOptions(max_new_tokens=config.new_tokens, min_new_tokens=config.new_tokens)
