@@ -180,7 +180,12 @@ def test_two_step_voice_training_and_the_evaluate_command(engine, tmp_path, caps
     config = TrainConfig(max_steps=2, batch_size=4, lr=1e-2, eval_every=1, warmup_ratio=0.0)
     result = train_plug(engine, path, out, config)
     assert result["dev_nll_best"] < result["dev_nll_start"]
-    assert read_metadata(out).task == "persona_voice"
+    metadata = read_metadata(out)
+    assert metadata.task == "persona_voice"
+    # the collapse detector's figures travel with the plug
+    for key in ("persona_cosine_start", "persona_cosine_last"):
+        assert -1.0 <= metadata.metrics[key] <= 1.0
+    assert 1 / 5 <= metadata.metrics["max_attention_last"] <= 1.0  # 4-5 items per history: at least uniform
     # the CLI loads the default models itself; same ones as the fixture
     code = main(
         [

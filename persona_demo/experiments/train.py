@@ -155,6 +155,25 @@ class PlugTrainer:
             total, count = total + float(nll), count + int(n)
         return total / max(count, 1)
 
+    @torch.no_grad()
+    def dev_diagnostics(self, dev: list[Example]) -> dict[str, float]:
+        """Collapse detector: mean pairwise cosine of P_u across different users, and the mean largest
+        attention weight. Cosine near 1 means P_u is one more task token, the same for everyone."""
+        self.engine.plug.eval()
+        histories = [e.history[-self.config.max_history :] for e in dev if e.history]
+        queries = [e.query for e in dev if e.history]
+        users = [e.user or str(i) for i, e in enumerate(dev) if e.history]
+        if len(histories) < 2:
+            return {}
+        out = self.engine.plug_output(queries, histories)
+        persona = torch.nn.functional.normalize(out.soft_tokens[:, 1].float(), dim=-1)
+        cosine = persona @ persona.T
+        different = torch.tensor([[a != b for b in users] for a in users], device=cosine.device)
+        return {
+            "persona_cosine": float(cosine[different].mean()) if different.any() else float("nan"),
+            "max_attention": float(out.weights.max(-1).values.mean()),
+        }
+
     def fit(
         self,
         train: list[Example],
@@ -193,7 +212,7 @@ class PlugTrainer:
             rng = random.Random(cfg.seed)
             start, order = 0, []
             best = self.dev_nll(dev) if dev else math.inf
-            history_log = {"dev_nll_start": best}
+            history_log = {"dev_nll_start": best, **self._diagnostics_log(dev, "start")}
             if dev:  # the untrained plug is the first candidate: `out` always holds the best so far
                 self._save(out, metadata, 0, best, history_log)
         bar = tqdm(range(start, total), desc="training plug", unit="step", initial=start, total=total)
@@ -219,7 +238,10 @@ class PlugTrainer:
             done = step + 1
             if dev and (done % cfg.eval_every == 0 or done == total):
                 current = self.dev_nll(dev)
-                bar.write(f"step {done}: dev NLL {current:.4f} (best {best:.4f})")
+                diagnostics = self._diagnostics_log(dev, "last")
+                shown = ", ".join(f"{k.removesuffix('_last')} {v:.3f}" for k, v in diagnostics.items())
+                bar.write(f"step {done}: dev NLL {current:.4f} (best {best:.4f}); {shown}")
+                history_log.update(diagnostics)
                 if current < best:
                     best = current
                     self._save(out, metadata, done, best, history_log)
@@ -234,6 +256,9 @@ class PlugTrainer:
             self._save(out, metadata, total, math.nan, history_log)
         state_file.unlink(missing_ok=True)
         return {"dev_nll_start": history_log["dev_nll_start"], "dev_nll_best": best, "steps": total}
+
+    def _diagnostics_log(self, dev: list[Example], when: str) -> dict[str, float]:
+        return {f"{k}_{when}": v for k, v in self.dev_diagnostics(dev).items()}
 
     def _state_config(self) -> dict[str, object]:
         """The settings a resumed run must share with the interrupted one."""
