@@ -39,6 +39,11 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> None:
         help="soft persona tokens: 1 = the paper's pooled P_u; k > 1 adds the k-1 most attended items",
     )
     parser.add_argument(
+        "--init",
+        type=Path,
+        help="start from this plug's weights (e.g. a shipped plug, with more --persona-tokens)",
+    )
+    parser.add_argument(
         "--resume",
         action="store_true",
         help="continue an interrupted run (same flags) from OUT's .train-state.pt",
@@ -74,6 +79,9 @@ def run_train(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise PersonaDemoError(str(exc)) from None
     engine.plug = untrained_plug(plug_config, seed=args.seed).to(engine.loaded_llm.device)
+    if args.init is not None:  # same weights, possibly another tau / token count
+        start, _ = engine.read_plug(args.init)
+        engine.plug.load_state_dict(start.state_dict())
     trainer = PlugTrainer(engine, config)
 
     def request_stop(signum: int, _frame: object) -> None:

@@ -148,3 +148,26 @@ def _metadata(engine, folder):
         config=engine.plug.config,
         task=folder.name,
     )
+
+
+def test_train_cli_starts_from_a_shipped_plug_with_more_persona_tokens(tmp_path, settings):
+    """`--init` copies the weights (k tokens add no parameters); the new plug says it has k tokens."""
+    import torch
+
+    from persona_demo.__main__ import main
+    from persona_demo.engine.checkpoint import load_plug
+
+    write_lamp4(tmp_path)
+    shipped = settings.plugs_dir / "huffpost_headline.safetensors"
+    out = tmp_path / "k3.safetensors"
+    args = ["train", "--data", str(tmp_path), "--out", str(out), "--max-steps", "1", "--lr", "1e-9"]
+    assert main([*args, "--init", str(shipped), "--persona-tokens", "3", "--batch-size", "2"]) == 0
+    metadata = read_metadata(out)
+    assert metadata.config.persona_tokens == 3 and metadata.config.soft_tokens == 4
+    start = read_metadata(shipped)
+    kwargs = {"llm_id": start.llm_id, "llm_dim": start.config.llm_dim}
+    kwargs |= {"encoder_id": start.encoder_id, "encoder_dim": start.config.encoder_dim}
+    before, _ = load_plug(shipped, **kwargs)
+    after, _ = load_plug(out, **kwargs)
+    for (name, a), b in zip(before.state_dict().items(), after.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-4), name  # lr 1e-9: the weights are the shipped ones
