@@ -35,9 +35,11 @@ def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from .engine.engine import PersonaEngine
+    from .experiments import distributed
     from .experiments.evaluate import evaluate
 
-    settings = settings_from_args(args)
+    dist = distributed.current()  # Accelerate only under `accelerate launch`
+    settings = distributed.settings_for(settings_from_args(args), dist)
     plug = resolve_plug_path(args.plug, settings) if args.method.startswith("pplug") else None
     if args.record and (args.method != "pplug" or plug is None or args.limit):
         raise PersonaDemoError("--record needs --method pplug, a --plug and the whole split (no --limit)")
@@ -53,7 +55,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
+        dist=dist,
     )
+    if not dist.is_main:
+        return 0
     if args.record:
         record_in_plug(engine, plug, metrics, args)
     print(json.dumps(metrics))

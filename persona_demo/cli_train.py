@@ -39,6 +39,7 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from .engine.checkpoint import untrained_plug
     from .engine.engine import PersonaEngine
+    from .experiments import distributed
     from .experiments.train import PlugTrainer, TrainConfig, TrainingInterrupted, train_plug
 
     if args.out.suffix != ".safetensors":
@@ -54,13 +55,14 @@ def run_train(args: argparse.Namespace) -> int:
         eval_every=args.eval_every,
         eval_limit=args.eval_limit,
     ).validated()
-    engine = PersonaEngine.from_settings(settings_from_args(args))
+    dist = distributed.current(grad_accum=config.grad_accum)  # Accelerate only under `accelerate launch`
+    engine = PersonaEngine.from_settings(distributed.settings_for(settings_from_args(args), dist))
     try:
         plug_config = engine.default_plug_config(tau=args.tau, aggregation=args.aggregation)
     except ValueError as exc:
         raise PersonaDemoError(str(exc)) from None
     engine.plug = untrained_plug(plug_config, seed=args.seed).to(engine.loaded_llm.device)
-    trainer = PlugTrainer(engine, config)
+    trainer = PlugTrainer(engine, config, dist)
 
     def request_stop(signum: int, _frame: object) -> None:
         print(
@@ -72,10 +74,12 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         result = train_plug(engine, args.data, args.out, config, resume=args.resume, trainer=trainer)
     except TrainingInterrupted as stopped:
-        print(str(stopped), file=sys.stderr)
+        if dist.is_main:
+            print(str(stopped), file=sys.stderr)
         return 3
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    print(json.dumps({"out": str(args.out), **result}))
+    if dist.is_main:
+        print(json.dumps({"out": str(args.out), **result}))
     return 0
