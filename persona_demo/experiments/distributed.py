@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -92,11 +93,23 @@ class Accelerated(Single):
 
         # The scheduler is not prepared (Accelerate would step it once per process), and gradient accumulation
         # uses Accelerate's `accumulate` (no gradient sync on all but the last micro-batch of a step).
-        self.accelerator = Accelerator(gradient_accumulation_steps=grad_accum)
+        # cpu=True without CUDA: under torchrun (`accelerate launch --multi_gpu` or configs/cpu-2-processes.yaml)
+        # the processes then join a gloo group on CPU. (`accelerate launch --cpu --num_processes N` starts ONE
+        # process in Accelerate 1.15 unless MPI's mpirun is installed and a hostfile is given.)
+        self.accelerator = Accelerator(
+            gradient_accumulation_steps=grad_accum, cpu=not torch.cuda.is_available()
+        )
         self.num_processes = self.accelerator.num_processes
         self.process_index = self.accelerator.process_index
         self.is_main = self.accelerator.is_main_process
         self.device = self.accelerator.device
+        if self.is_main:  # says what really runs: e.g. `--cpu --num_processes 2` without MPI is 1 process
+            state = self.accelerator.state
+            print(
+                f"accelerate: {self.num_processes} process(es), {state.distributed_type.value}, "
+                f"device {self.device}, mixed precision {state.mixed_precision}",
+                file=sys.stderr,
+            )
 
     def shard(self, items: Sequence[T]) -> list[T]:
         n, k = len(items), self.num_processes
