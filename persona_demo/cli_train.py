@@ -55,7 +55,9 @@ def run_train(args: argparse.Namespace) -> int:
         eval_every=args.eval_every,
         eval_limit=args.eval_limit,
     ).validated()
-    dist = distributed.current(grad_accum=config.grad_accum)  # Accelerate only under `accelerate launch`
+    dist = distributed.current(
+        config.grad_accum, config.batch_size
+    )  # Accelerate only under `accelerate launch`
     engine = PersonaEngine.from_settings(distributed.settings_for(settings_from_args(args), dist))
     try:
         plug_config = engine.default_plug_config(tau=args.tau, aggregation=args.aggregation)

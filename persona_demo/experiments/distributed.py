@@ -88,7 +88,7 @@ class Single:
 class Accelerated(Single):
     """Many processes (or one, under `accelerate launch`) through an `accelerate.Accelerator`."""
 
-    def __init__(self, grad_accum: int = 1) -> None:
+    def __init__(self, grad_accum: int = 1, batch_size: int = 0) -> None:
         from accelerate import Accelerator
 
         # The scheduler is not prepared (Accelerate would step it once per process), and gradient accumulation
@@ -103,6 +103,7 @@ class Accelerated(Single):
         self.process_index = self.accelerator.process_index
         self.is_main = self.accelerator.is_main_process
         self.device = self.accelerator.device
+        self.batch_size = batch_size
         if self.is_main:  # says what really runs: e.g. `--cpu --num_processes 2` without MPI is 1 process
             state = self.accelerator.state
             print(
@@ -124,6 +125,13 @@ class Accelerated(Single):
         return list(items[self.process_index :: self.num_processes])
 
     def prepare(self, plug: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[nn.Module, Any]:
+        plugin = self.accelerator.state.deepspeed_plugin
+        if (
+            plugin is not None and self.batch_size
+        ):  # no DataLoader is prepared, so DeepSpeed is told the batch
+            ds = plugin.deepspeed_config
+            if ds.get("train_micro_batch_size_per_gpu", "auto") == "auto":
+                ds["train_micro_batch_size_per_gpu"] = max(1, self.batch_size // self.num_processes)
         return self.accelerator.prepare(plug, optimizer)
 
     def accumulate(self, module: nn.Module) -> contextlib.AbstractContextManager:
@@ -160,9 +168,9 @@ class Accelerated(Single):
         self.accelerator.wait_for_everyone()
 
 
-def current(grad_accum: int = 1) -> Single:
+def current(grad_accum: int = 1, batch_size: int = 0) -> Single:
     """`Accelerated` under `accelerate launch`, else the plain `Single` process (no Accelerate import)."""
-    return Accelerated(grad_accum) if launched_by_accelerate() else Single()
+    return Accelerated(grad_accum, batch_size) if launched_by_accelerate() else Single()
 
 
 def settings_for(settings: Settings, dist: Single) -> Settings:
