@@ -126,9 +126,8 @@ class Accelerated(Single):
 
     def prepare(self, plug: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[nn.Module, Any]:
         plugin = self.accelerator.state.deepspeed_plugin
-        if (
-            plugin is not None and self.batch_size
-        ):  # no DataLoader is prepared, so DeepSpeed is told the batch
+        # No DataLoader is prepared, so DeepSpeed is told the per-process batch.
+        if plugin is not None and self.batch_size:
             ds = plugin.deepspeed_config
             if ds.get("train_micro_batch_size_per_gpu", "auto") == "auto":
                 ds["train_micro_batch_size_per_gpu"] = max(1, self.batch_size // self.num_processes)
