@@ -220,7 +220,6 @@ class PlugTrainer:
             schedule.step()
             bar.set_postfix(loss=f"{loss_sum:.3f}")
             done = step + 1
-            stop = self.dist.any(self.stop_requested)  # a signal may reach some processes only: all stop
             if dev and (done % cfg.eval_every == 0 or done == total):
                 current = self.dev_nll(dev)
                 if self.dist.is_main:
@@ -230,6 +229,7 @@ class PlugTrainer:
                     self._save(out, metadata, done, best, history_log)
             if on_step is not None:
                 on_step(done)
+            stop = self.dist.any(self.stop_requested)  # a signal may reach some processes only: all stop
             if done < total and (stop or (dev and done % cfg.eval_every == 0)):
                 self._save_state(state_file, optimizer, schedule, done, order, best, history_log, rng)
             if stop and done < total:
