@@ -55,9 +55,8 @@ def run_train(args: argparse.Namespace) -> int:
         eval_every=args.eval_every,
         eval_limit=args.eval_limit,
     ).validated()
-    dist = distributed.current(
-        config.grad_accum, config.batch_size
-    )  # Accelerate only under `accelerate launch`
+    # Accelerate only under `accelerate launch`; a plain run is one process as before.
+    dist = distributed.current(config.grad_accum, config.batch_size)
     engine = PersonaEngine.from_settings(distributed.settings_for(settings_from_args(args), dist))
     try:
         plug_config = engine.default_plug_config(tau=args.tau, aggregation=args.aggregation)
