@@ -52,6 +52,7 @@ def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     from .data.voice import is_voice_file
     from .engine.engine import PersonaEngine
+    from .experiments import distributed
     from .experiments.evaluate import evaluate
     from .experiments.evaluate_nll import VOICE_METHODS, VOICE_TASK, evaluate_nll
 
@@ -66,12 +67,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise PersonaDemoError(f"{VOICE_TASK} supports {', '.join(VOICE_METHODS)}, not {args.method!r}")
     if args.shuffles < 1:
         raise PersonaDemoError("--shuffles must be at least 1")
-    settings = settings_from_args(args)
+    dist = distributed.current()  # Accelerate only under `accelerate launch`
+    settings = distributed.settings_for(settings_from_args(args), dist)
     plug = resolve_plug_path(args.plug, settings) if args.method.startswith("pplug") else None
     if args.record and (args.method != "pplug" or plug is None or args.limit):
         raise PersonaDemoError("--record needs --method pplug, a --plug and the whole split (no --limit)")
     engine = PersonaEngine.from_settings(settings, plug_path=plug, cache=disk_embedding_cache(settings))
     if args.metric == "nll":
+        if dist.num_processes > 1:
+            raise PersonaDemoError("--metric nll runs in one process: start it without `accelerate launch`")
         metrics = evaluate_nll(
             engine,
             args.data,
@@ -99,7 +103,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
+        dist=dist,
     )
+    if not dist.is_main:
+        return 0
     if args.record:
         record_in_plug(engine, plug, metrics, args)
     print(json.dumps(metrics))

@@ -55,6 +55,7 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from .engine.checkpoint import untrained_plug
     from .engine.engine import PersonaEngine
+    from .experiments import distributed
     from .experiments.train import PlugTrainer, TrainConfig, TrainingInterrupted, train_plug
 
     if args.out.suffix != ".safetensors":
@@ -70,7 +71,9 @@ def run_train(args: argparse.Namespace) -> int:
         eval_every=args.eval_every,
         eval_limit=args.eval_limit,
     ).validated()
-    settings = settings_from_args(args)
+    # Accelerate only under `accelerate launch`; a plain run is one process as before.
+    dist = distributed.current(config.grad_accum, config.batch_size)
+    settings = distributed.settings_for(settings_from_args(args), dist)
     engine = PersonaEngine.from_settings(settings, cache=disk_embedding_cache(settings))
     try:
         plug_config = engine.default_plug_config(
@@ -82,7 +85,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.init is not None:  # same weights, possibly another tau / token count
         start, _ = engine.read_plug(args.init)
         engine.plug.load_state_dict(start.state_dict())
-    trainer = PlugTrainer(engine, config)
+    trainer = PlugTrainer(engine, config, dist)
 
     def request_stop(signum: int, _frame: object) -> None:
         print(
@@ -94,10 +97,12 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         result = train_plug(engine, args.data, args.out, config, resume=args.resume, trainer=trainer)
     except TrainingInterrupted as stopped:
-        print(str(stopped), file=sys.stderr)
+        if dist.is_main:
+            print(str(stopped), file=sys.stderr)
         return 3
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    print(json.dumps({"out": str(args.out), **result}))
+    if dist.is_main:
+        print(json.dumps({"out": str(args.out), **result}))
     return 0

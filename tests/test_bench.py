@@ -33,3 +33,24 @@ def test_targets_and_table():
     text = table(results)
     assert "| plug_overhead ratio | 1.050 | <= 1.05 | yes |" in text
     assert "| persona_update @ 10000 items | 70.0 ms | ≤ 50 ms | NO |" in text
+
+
+def test_table_reports_train_scaling():
+    results = {
+        "targets": {},
+        "persona_update": {"ms_by_history_size": {}},
+        "encode_throughput": {"batched_texts_per_s": 1.0, "naive_texts_per_s": 1.0},
+        "projection": {},
+        "train_step": {"examples_per_s": 3.0},
+        "train_scaling": {
+            "1": {"examples_per_s": 2.0, "global_batch": 8},
+            "2": {"examples_per_s": 2.5, "global_batch": 8, "comm_share": 0.1},
+            "speedup": 1.25,
+        },
+        "cold_start": {},
+        "environment": {"llm": "x", "threads": 2, "torch": "2.13.0"},
+    }
+    assert (
+        "| train_scaling (global batch 8) | 1 process 2.00, 2 processes 2.50 examples/s (×1.25); "
+        "communication 10% of a 2-process step | report | |"
+    ) in table(results)

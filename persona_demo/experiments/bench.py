@@ -323,6 +323,13 @@ def bench_train_step(engine: PersonaEngine, config: BenchConfig) -> dict:
     return {"examples_per_s": len(batch) / seconds, "step_s": seconds, "batch_size": len(batch)}
 
 
+def bench_train_scaling(config: BenchConfig) -> dict:
+    """examples/s of the training step on 1 and 2 processes (`accelerate launch`), comm share (scaling.py)."""
+    from .scaling import bench_train_scaling as measure
+
+    return measure(batch_size=8, repeats=2 if config.quick else 4, data_dir=config.data_dir)
+
+
 def environment(engine: PersonaEngine) -> dict:
     info = {
         "device": str(engine.loaded_llm.device),
@@ -347,6 +354,7 @@ def run_bench(engine: PersonaEngine, config: BenchConfig, progress: Callable[[st
         ("encode_throughput", lambda: bench_encode_throughput(engine, config)),
         ("projection", lambda: bench_projection(config)),
         ("train_step", lambda: bench_train_step(engine, config)),
+        ("train_scaling", lambda: bench_train_scaling(config)),
         ("cold_start", lambda: bench_cold_start(config)),
     ]
     for name, fn in steps:
@@ -399,6 +407,14 @@ def table(results: dict) -> str:
         cells = ", ".join(f"{k} {v:.2f}" for k, v in row.items())
         lines.append(f"| projection @ {n} personas | {cells} | report | |")
     lines.append(f"| train_step | {results['train_step']['examples_per_s']:.2f} examples/s | report | |")
+    scaling = results.get("train_scaling", {})
+    if "speedup" in scaling:
+        one, two = scaling["1"], scaling["2"]
+        lines.append(
+            f"| train_scaling (global batch {two['global_batch']}) | 1 process {one['examples_per_s']:.2f}, "
+            f"2 processes {two['examples_per_s']:.2f} examples/s (×{scaling['speedup']:.2f}); "
+            f"communication {100 * two['comm_share']:.0f}% of a 2-process step | report | |"
+        )
     cold = {k: v for k, v in results["cold_start"].items() if v is not None}
     lines.append(f"| cold_start | {', '.join(f'{k} {v:.1f}' for k, v in cold.items())} | report | |")
     env = results["environment"]

@@ -19,6 +19,7 @@ from ..data.lamp import LampDataset, load_split, write_predictions
 from ..engine.engine import PersonaEngine
 from ..engine.generation import GenerationOptions, Row
 from ..errors import PersonaDemoError
+from .distributed import Single
 from .metrics import compute_metrics
 from .retrieval import build_rag_prompt
 
@@ -75,7 +76,10 @@ def evaluate(
     batch_size: int = 8,
     max_new_tokens: int = 24,
     seed: int = 0,
+    dist: Single | None = None,
 ) -> dict[str, object]:
+    """Score `method`; with `dist` (several processes), each generates whole batches, the main one writes."""
+    dist = dist or Single()
     if method not in METHODS:
         raise PersonaDemoError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     dataset: LampDataset = load_split(data_dir, split)
@@ -101,7 +105,8 @@ def evaluate(
     started = time.perf_counter()
     if method in RATING_BASELINES:  # no model: each row's answer is a constant or the profile mean
         preds, prompts = {e.id: rating_baseline(method, e.profile) for e in examples}, []
-    for start in tqdm(range(0, len(prompts), batch_size), desc=f"evaluate {method}", unit="batch"):
+    starts = dist.round_robin(range(0, len(prompts), batch_size))  # whole batches: outputs as on 1 process
+    for start in tqdm(starts, desc=f"evaluate {method}", unit="batch", disable=not dist.is_main):
         chunk = range(start, min(start + batch_size, len(examples)))
         rows = [Row(engine.llm.prompt_ids(prompts[i])) for i in chunk]
         if method.startswith("pplug"):
@@ -114,6 +119,11 @@ def evaluate(
         )
         for i, text in zip(chunk, engine.llm.generate(rows, options)):
             preds[examples[i].id] = text
+    if dist.num_processes > 1:  # every process's predictions, back in the split's order, each id once
+        index = {e.id: i for i, e in enumerate(examples)}
+        gathered = dist.gather([(index[key], key, text) for key, text in preds.items()])
+        preds = {key: text for _, key, text in sorted(gathered, key=lambda g: g[0])}
+        prompt_tokens = int(dist.sum(torch.tensor([prompt_tokens])).item())
     seconds = time.perf_counter() - started
     golds = {e.id: e.target for e in examples}
     metrics = {
@@ -127,6 +137,8 @@ def evaluate(
         "plug": engine.plug_metadata.task if method.startswith("pplug") else None,
         "k": k if method in RAG_METHODS else None,
     }
+    if not dist.is_main:
+        return metrics
     out_dir.mkdir(parents=True, exist_ok=True)
     write_predictions(out_dir / "predictions.json", dataset.task, preds)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")

@@ -23,6 +23,8 @@ from ..engine.checkpoint import PlugMetadata, save_plug
 from ..engine.engine import PersonaEngine
 from ..engine.generation import Row
 from ..errors import PersonaDemoError
+from .distributed import Single
+from .nll import scoring_row
 
 
 @dataclass(frozen=True)
@@ -118,41 +120,50 @@ class TrainingInterrupted(PersonaDemoError):
 class PlugTrainer:
     """Owns the optimisation of `engine.plug`; the engine's LLM and encoder stay frozen."""
 
-    def __init__(self, engine: PersonaEngine, config: TrainConfig) -> None:
+    def __init__(self, engine: PersonaEngine, config: TrainConfig, dist: Single | None = None) -> None:
         self.engine = engine
         self.config = config.validated()
         self.tokenizer = engine.llm.tokenizer
         self.stop_requested = False
         """Set (e.g. by a signal handler) to save the training state after the current step and stop."""
+        self.dist = dist or Single()
+        """The processes this run spans (see distributed.py); only the main one writes files."""
+        self.forward_plug: torch.nn.Module | None = None
+        """The plug as the forward pass sees it while training (DDP-wrapped across processes)."""
 
     def row(self, example: Example, soft: torch.Tensor, soft_mask: torch.Tensor) -> Row:
-        ids = self.tokenizer(example.prompt, add_special_tokens=False)["input_ids"][
-            : self.config.max_prompt_tokens
-        ]
-        prompt_ids = self.engine.llm.prompt_ids(self.tokenizer.decode(ids))
-        target = self.tokenizer(example.target, add_special_tokens=False)["input_ids"]
-        target = target[: self.config.max_target_tokens] + [self.engine.llm.eos_token_id]
-        return Row(prompt_ids, soft, soft_mask, target)
+        """The same teacher-forcing row as evaluation's NLL (cut prompt, cut target + EOS)."""
+        cfg = self.config
+        return scoring_row(
+            self.engine,
+            example.prompt,
+            example.target,
+            soft,
+            soft_mask,
+            cfg.max_prompt_tokens,
+            cfg.max_target_tokens,
+        )
 
     def batch_nll(
         self, batch: list[Example], histories: list[list[str]]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.engine.plug_output([e.query for e in batch], histories)
+        out = self.engine.plug_output([e.query for e in batch], histories, plug=self.forward_plug)
         rows = [self.row(e, out.soft_tokens[i], out.soft_mask[i]) for i, e in enumerate(batch)]
-        use_bf16 = self.config.autocast_bf16 and self.engine.loaded_llm.device.type == "cpu"
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+        with self.dist.autocast(self.config.autocast_bf16, self.engine.loaded_llm.device):
             nll, counts = self.engine.llm.token_nll(rows)
         return nll.float().sum(), counts.sum()
 
     @torch.no_grad()
     def dev_nll(self, dev: list[Example]) -> float:
-        """Mean target-token NLL (nats) on dev examples, full histories."""
+        """Mean target-token NLL (nats) on dev examples, full histories (each process scores its share)."""
         self.engine.plug.eval()
         total, count = 0.0, 0
-        for start in range(0, len(dev), self.config.batch_size):
+        for start in self.dist.round_robin(range(0, len(dev), self.config.batch_size)):
             batch = dev[start : start + self.config.batch_size]
             nll, n = self.batch_nll(batch, [e.history[-self.config.max_history :] for e in batch])
             total, count = total + float(nll), count + int(n)
+        if self.dist.num_processes > 1:
+            total, count = self.dist.sum(torch.tensor([total, float(count)], dtype=torch.float64)).tolist()
         return total / max(count, 1)
 
     @torch.no_grad()
@@ -200,6 +211,7 @@ class PlugTrainer:
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup)))
         )
+        self.forward_plug, optimizer = self.dist.prepare(plug, optimizer)
         state_file = state_path(out)
         if resume:
             state = self._load_state(state_file, optimizer, schedule)
@@ -215,7 +227,14 @@ class PlugTrainer:
             history_log = {"dev_nll_start": best, **self._diagnostics_log(dev, "start")}
             if dev:  # the untrained plug is the first candidate: `out` always holds the best so far
                 self._save(out, metadata, 0, best, history_log)
-        bar = tqdm(range(start, total), desc="training plug", unit="step", initial=start, total=total)
+        bar = tqdm(
+            range(start, total),
+            desc="training plug",
+            unit="step",
+            initial=start,
+            total=total,
+            disable=not self.dist.is_main,
+        )
         for step in bar:
             plug.train()
             optimizer.zero_grad()
@@ -228,10 +247,13 @@ class PlugTrainer:
                 batch = [train[i] for i in order[: cfg.batch_size]]
                 del order[: cfg.batch_size]
                 histories = [history_dropout(e.history[-cfg.max_history :], rng) for e in batch]
-                nll, count = self.batch_nll(batch, histories)
-                loss = nll / count / cfg.grad_accum
-                loss.backward()
-                loss_sum += float(loss.detach())
+                # Every process drew the same global batch (same RNG use); each scores its share. The loss is
+                # over the global token count, times the process count that DDP's gradient mean divides by.
+                with self.dist.accumulate(self.forward_plug):
+                    nll, count = self.batch_nll(self.dist.shard(batch), self.dist.shard(histories))
+                    loss = nll * self.dist.num_processes / self.dist.sum(count)
+                    self.dist.backward(loss, cfg.grad_accum)
+                loss_sum += float(loss.detach()) / cfg.grad_accum
             optimizer.step()
             schedule.step()
             bar.set_postfix(loss=f"{loss_sum:.3f}")
@@ -239,22 +261,27 @@ class PlugTrainer:
             if dev and (done % cfg.eval_every == 0 or done == total):
                 current = self.dev_nll(dev)
                 diagnostics = self._diagnostics_log(dev, "last")
-                shown = ", ".join(f"{k.removesuffix('_last')} {v:.3f}" for k, v in diagnostics.items())
-                bar.write(f"step {done}: dev NLL {current:.4f} (best {best:.4f}); {shown}")
                 history_log.update(diagnostics)
+                if self.dist.is_main:
+                    shown = ", ".join(f"{k.removesuffix('_last')} {v:.3f}" for k, v in diagnostics.items())
+                    bar.write(f"step {done}: dev NLL {current:.4f} (best {best:.4f}); {shown}")
                 if current < best:
                     best = current
                     self._save(out, metadata, done, best, history_log)
             if on_step is not None:
                 on_step(done)
-            if done < total and (self.stop_requested or (dev and done % cfg.eval_every == 0)):
+            stop = self.dist.any(self.stop_requested)  # a signal may reach some processes only: all stop
+            if done < total and (stop or (dev and done % cfg.eval_every == 0)):
                 self._save_state(state_file, optimizer, schedule, done, order, best, history_log, rng)
-            if self.stop_requested and done < total:
+            if stop and done < total:
+                self.dist.wait()  # the state is on disk before any process exits
                 bar.close()
                 raise TrainingInterrupted(done, total, state_file)
         if not dev:
             self._save(out, metadata, total, math.nan, history_log)
-        state_file.unlink(missing_ok=True)
+        if self.dist.is_main:
+            state_file.unlink(missing_ok=True)
+        self.dist.wait()
         return {"dev_nll_start": history_log["dev_nll_start"], "dev_nll_best": best, "steps": total}
 
     def _diagnostics_log(self, dev: list[Example], when: str) -> dict[str, float]:
@@ -265,6 +292,8 @@ class PlugTrainer:
         return {k: v for k, v in asdict(self.config).items() if k not in {"eval_every", "eval_limit"}}
 
     def _save_state(self, path, optimizer, schedule, step, order, best, log, rng) -> None:
+        if not self.dist.is_main:  # every process holds the same state; one writes it
+            return
         state = {
             "step": step,
             "plug": self.engine.plug.state_dict(),
@@ -300,6 +329,8 @@ class PlugTrainer:
         return state
 
     def _save(self, out: Path, metadata: PlugMetadata, step: int, dev_nll: float, log: dict) -> None:
+        if not self.dist.is_main:
+            return
         metadata.training = {**asdict(self.config), "step": step}
         metadata.metrics = {**log, "dev_nll": dev_nll}
         save_plug(out, self.engine.plug, metadata)
