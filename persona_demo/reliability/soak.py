@@ -195,7 +195,7 @@ class SimulatedUser:
         if not self.ledger.items:
             return self.add_text()
         task = TASKS[self.counter % len(TASKS)]
-        without, with_plug, plot = self.call(
+        _without, _with_plug, plot = self.call(
             "compare", task, self.text("input"), self.config.max_new_tokens, 1.0, False, 0.7
         )
         if plot is None:
@@ -310,9 +310,9 @@ def _drive(studio: StudioProcess, config: SoakConfig) -> dict[str, Any]:
     rss_warm = studio.rss_mb()
     for t in threads:
         t.join(max(1.0, deadline + REQUEST_TIMEOUT_S - time.monotonic()))
-    stuck = sum(t.is_alive() for t in threads)
-    for i in range(stuck):
-        recorder.fail(f"user thread {i} still running {REQUEST_TIMEOUT_S} s after the end")
+    for user, thread in zip(users, threads, strict=True):
+        if thread.is_alive():
+            recorder.fail(f"{user.ledger.tag} still running {REQUEST_TIMEOUT_S} s after the end")
     elapsed = time.monotonic() - began
     rss_end = studio.rss_mb()
     samples = recorder.samples
@@ -340,8 +340,10 @@ def _drive(studio: StudioProcess, config: SoakConfig) -> dict[str, Any]:
 def format_report(report: dict[str, Any]) -> str:
     """Plain text for the terminal; the word 'error' appears once, on the `errors: N` line."""
     lines = [
-        f"soak: {report['users']} users x {report['minutes']} min, max_new_tokens {report['max_new_tokens']}, "
-        f"app start {report['startup_s']} s, ran {report['elapsed_s']} s",
+        (
+            f"soak: {report['users']} users x {report['minutes']} min, max_new_tokens "
+            f"{report['max_new_tokens']}, app start {report['startup_s']} s, ran {report['elapsed_s']} s"
+        ),
         f"requests: {report['requests']} ({report['requests_per_s']}/s)",
         f"{'endpoint':<16}{'n':>6}{'failed':>8}{'p50 s':>8}{'p95 s':>8}{'wait p50':>10}{'wait p95':>10}",
     ]
@@ -354,10 +356,14 @@ def format_report(report: dict[str, Any]) -> str:
     store = report["store"]
     lines += [
         f"queue wait: p50 {report['queue_wait_p50_s']} s, p95 {report['queue_wait_p95_s']} s",
-        f"rss MB: start {rss['start']}, after warm-up {rss['after_warmup']}, end {rss['end']} "
-        f"(growth after warm-up {report['rss_growth_after_warmup_pct']}%)",
-        f"acknowledged writes: {store['acknowledged_writes']}, lost: {store['lost_writes']}, "
-        f"integrity_check: {store['integrity_check']}",
+        (
+            f"rss MB: start {rss['start']}, after warm-up {rss['after_warmup']}, end {rss['end']} "
+            f"(growth after warm-up {report['rss_growth_after_warmup_pct']}%)"
+        ),
+        (
+            f"acknowledged writes: {store['acknowledged_writes']}, lost: {store['lost_writes']}, "
+            f"integrity_check: {store['integrity_check']}"
+        ),
         f"cross-session leaks: {len(report['leaks'])}",
         f"app alive at end: {report['app_alive_at_end']}",
         f"errors: {report['errors']}",
