@@ -3,6 +3,8 @@ the default bind is loopback; the server itself caps upload size."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 
@@ -88,7 +90,7 @@ def test_file_routes_serve_only_the_apps_own_temporary_files(serve, studio_store
     client = Client(url, auth=("user", "pass"), verbose=False)  # positive control: our own export is served
     client.predict(1, api_name="/select_persona")
     exported = client.predict(api_name="/export_persona")
-    assert '"format": "persona-demo.persona"' in open(exported, encoding="utf-8").read()
+    assert '"format": "persona-demo.persona"' in Path(exported).read_text(encoding="utf-8")
 
 
 def test_default_bind_is_loopback(monkeypatch):
