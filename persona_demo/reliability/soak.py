@@ -34,7 +34,9 @@ class SoakConfig:
     minutes: float = 5.0
     max_new_tokens: int = 8
     max_requests: int | None = None
-    warmup_fraction: float = 0.2
+    warmup_max_fraction: float = 0.5
+    """Warm-up ends when every user has done each action once (models, caches, numba all warm), or at this
+    fraction of the run, whichever comes first; RSS growth is measured from there."""
     seed: int = 0
     workdir: Path | None = None
 
@@ -102,6 +104,8 @@ class SimulatedUser:
         self.counter = 0
         self.chat_thread: list[dict[str, Any]] = []
         self.client: Any = None
+        self.actions = 0
+        self.finished = False
 
     # ------------------------------------------------------------------------------------------ calls
     def call(self, endpoint: str, *args: Any) -> Any:
@@ -221,8 +225,11 @@ class SimulatedUser:
                 getattr(self, OPS[step % len(OPS)])()
                 step += 1
                 done += 1
+                self.actions = done
         except Exception:  # noqa: BLE001 - already recorded by `call`; this user stops
             return
+        finally:
+            self.finished = True
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -306,8 +313,10 @@ def _drive(studio: StudioProcess, config: SoakConfig) -> dict[str, Any]:
     threads = [threading.Thread(target=u.run, args=(deadline,), daemon=True) for u in users]
     for t in threads:
         t.start()
-    time.sleep(min(duration * config.warmup_fraction, duration))
-    rss_warm = studio.rss_mb()
+    warm_by = began + duration * config.warmup_max_fraction
+    while time.monotonic() < warm_by and not all(u.finished or u.actions >= len(OPS) for u in users):
+        time.sleep(0.25)
+    rss_warm, warmup_s = studio.rss_mb(), time.monotonic() - began
     for t in threads:
         t.join(max(1.0, deadline + REQUEST_TIMEOUT_S - time.monotonic()))
     for user, thread in zip(users, threads, strict=True):
@@ -333,6 +342,7 @@ def _drive(studio: StudioProcess, config: SoakConfig) -> dict[str, Any]:
         "latency_mean_s": round(statistics.fmean([s.latency_s for s in samples]), 3) if samples else 0.0,
         "rss_mb": {"start": round(rss_start), "after_warmup": round(rss_warm), "end": round(rss_end)},
         "rss_growth_after_warmup_pct": round(growth, 1),
+        "warmup_s": round(warmup_s, 1),
         "_users": users,
     }
 
@@ -358,7 +368,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"queue wait: p50 {report['queue_wait_p50_s']} s, p95 {report['queue_wait_p95_s']} s",
         (
             f"rss MB: start {rss['start']}, after warm-up {rss['after_warmup']}, end {rss['end']} "
-            f"(growth after warm-up {report['rss_growth_after_warmup_pct']}%)"
+            f"(growth after warm-up {report['rss_growth_after_warmup_pct']}%; warm-up ended at "
+            f"{report['warmup_s']} s)"
         ),
         (
             f"acknowledged writes: {store['acknowledged_writes']}, lost: {store['lost_writes']}, "
