@@ -177,3 +177,22 @@ def test_an_item_of_another_persona_cannot_be_edited_or_deleted(studio):
         with pytest.raises(gr.Error, match="belongs to another persona"):
             call(fns[name], args)
     assert table_rows(store.path) == before
+
+
+def test_any_uploaded_file_gives_a_message_or_items(studio, tmp_path_factory):
+    """Random bytes under every accepted extension, through the upload endpoint's own callback."""
+    fns, store, empty = studio
+    folder = tmp_path_factory.mktemp("uploads")
+
+    @PROPERTY
+    @given(
+        data=st.one_of(st.binary(max_size=3000), st.text(max_size=300).map(lambda t: t.encode())),
+        suffix=st.sampled_from([".txt", ".md", ".csv", ".json", ".jsonl", ".gz"]),
+    )
+    def run(data: bytes, suffix: str) -> None:
+        path = folder / f"upload{suffix}"
+        path.write_bytes(data)
+        check_refusal_is_clean(fns["upload_history"], [empty, str(path), ""], store.path)
+        check_refusal_is_clean(fns["import_personas"], [str(path), ""], store.path)
+
+    run()
