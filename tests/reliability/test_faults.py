@@ -101,7 +101,9 @@ def test_sigkill_while_8_users_write_loses_no_acknowledged_write(tmp_path):
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conn.close()
+    started = time.monotonic()
     restarted = start_studio(db, tmp_path / "studio.log")  # same database, a fresh process
+    restart_s = time.monotonic() - started
     try:
         from gradio_client import Client
 
@@ -123,6 +125,12 @@ def test_sigkill_while_8_users_write_loses_no_acknowledged_write(tmp_path):
             some = store.find_persona("writer 0")
         _, _, name, _ = client.predict(some, api_name="/select_persona")  # the restarted app serves
         assert name == "writer 0"
+        writes = sum(map(len, ledger.texts.values()))
+        print(
+            f"\nkill: SIGKILL after {writes} acknowledged add_text by {WRITERS} users and {len(ledger.imports)} "
+            f"acknowledged imports ({len(ledger.attempted_imports)} started); restart {restart_s:.1f} s; "
+            "integrity_check ok; all acknowledged present; no half import"
+        )
     finally:
         restarted.stop()
 
