@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 
 from persona_demo.__main__ import main
-from persona_demo.reliability.soak import SoakConfig, format_report, run_soak
+from persona_demo.reliability.report import format_report
+from persona_demo.reliability.soak import SoakConfig, run_soak
 
 
 def test_six_users_for_half_a_minute(tmp_path):
