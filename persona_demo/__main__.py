@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_generate import add_generate_command
     from .cli_report import add_report_command
     from .cli_significance import add_significance_command
+    from .cli_soak import add_soak_command
     from .cli_train import add_train_command
     from .data.import_cli import add_import_command
 
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_significance_command(subparsers)
     add_report_command(subparsers)
     add_bench_command(subparsers)
+    add_soak_command(subparsers)
     return parser
 
 

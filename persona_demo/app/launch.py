@@ -25,6 +25,23 @@ def build_demo(engine, store, plugs_dir=None):
     return build_studio(service, engine.settings.generation_concurrency)
 
 
+def launch_options(host: str, port: int, auth: list[tuple[str, str]] | None) -> dict:
+    """Keyword arguments for `Blocks.launch`, shared by `main` and the tests that must match it.
+
+    `max_file_size`: gradio refuses a bigger upload before it reaches disk or our parser (same cap as
+    `IngestLimits.max_bytes`).
+    """
+    from ..data.ingest import IngestLimits
+
+    return {
+        "server_name": host,
+        "server_port": port,
+        "auth": auth,
+        "show_error": False,
+        "max_file_size": IngestLimits().max_bytes,
+    }
+
+
 def parse_auth(value: str | None) -> list[tuple[str, str]] | None:
     """`user:password[,user2:password2]` → gradio's auth list; None = no login."""
     from ..errors import PersonaDemoError
@@ -100,7 +117,5 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     log.info("Persona Studio on http://%s:%s", args.host, args.port)
-    demo.queue(default_concurrency_limit=4).launch(
-        server_name=args.host, server_port=args.port, auth=auth, show_error=False
-    )
+    demo.queue(default_concurrency_limit=4).launch(**launch_options(args.host, args.port, auth))
     return 0

@@ -23,6 +23,7 @@ from ..engine.engine import Comparison, PersonaEngine
 from ..engine.generation import GenerationOptions
 from ..engine.plug import PersonaPlug
 from ..errors import PersonaDemoError
+from .args import row_id
 from .tasks import FREE_TASK, VOICE_PLUG, StudioTask, shipped_tasks
 
 log = logging.getLogger(__name__)
@@ -179,12 +180,14 @@ class StudioService:
             raise PersonaDemoError("Pick the history item to edit first.")
         if not (text or "").strip():
             raise PersonaDemoError("An item can't be empty; delete it instead.")
+        self._require_own_item(persona_id, item_id)
         self.store.update_item(int(item_id), text)
         return self.refresh_embedding(persona_id)
 
     def delete_item(self, persona_id: int | None, item_id: int | None) -> PersonaUpdate:
         if item_id is None:
             raise PersonaDemoError("Pick the history item to delete first.")
+        self._require_own_item(persona_id, item_id)
         self.store.delete_item(int(item_id))
         return self.refresh_embedding(persona_id)
 
@@ -313,12 +316,17 @@ class StudioService:
                 yield result.with_plug, result.without_plug
 
     def _require(self, persona_id: int | None) -> int:
-        if persona_id is None or persona_id == "":
+        pid = row_id(persona_id)
+        if pid is None:
             raise PersonaDemoError("Pick a persona first (or create one).")
-        try:
-            return int(persona_id)
-        except (TypeError, ValueError):
-            raise PersonaDemoError(f"{persona_id!r} is not a persona id.") from None
+        return pid
+
+    def _require_own_item(self, persona_id: int | None, item_id: int) -> None:
+        """An item id from one session must never edit another persona's history."""
+        if self.store.get_item(int(item_id)).persona_id != self._require(persona_id):
+            raise PersonaDemoError(
+                "That history item belongs to another persona; pick one of this persona's."
+            )
 
 
 STATUS_METRICS = {
@@ -344,6 +352,8 @@ def _clean_chat(messages: Sequence[dict] | None) -> ChatMessages:
     """Gradio chat history → plain {role, content} text messages (drops anything else)."""
     out = []
     for m in messages or []:
+        if not isinstance(m, dict):
+            continue
         role, content = m.get("role"), m.get("content")
         if isinstance(content, list):  # gradio 6 may wrap text in [{"type": "text", "text": ...}]
             content = " ".join(str(c.get("text", "")) for c in content if isinstance(c, dict))

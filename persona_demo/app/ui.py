@@ -22,6 +22,7 @@ import torch
 
 from ..engine.generation import GenerationOptions
 from ..errors import PersonaDemoError
+from . import args as arg
 from .service import StudioService
 from .space import attention_figure, space_figure, umap_ready, warm_umap
 
@@ -99,19 +100,22 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
 
     def options(max_new: float, sample: bool, temperature: float) -> GenerationOptions:
         return GenerationOptions(
-            max_new_tokens=int(max_new), do_sample=bool(sample), temperature=float(temperature)
+            max_new_tokens=int(arg.number(max_new, "max new tokens", arg.MAX_NEW_TOKENS, integer=True)),
+            do_sample=arg.flag(sample, "sample"),
+            temperature=arg.number(temperature, "temperature", arg.TEMPERATURE),
         )
 
     # --------------------------------------------------------------------------------------- callbacks
     @user_errors
     def search_personas(search: str, current: int | None):
-        choices = persona_choices(search)
+        choices = persona_choices(arg.text(search, "search"))
         keep = current if any(v == current for _, v in choices) else None
         return gr.update(choices=choices, value=keep)
 
     @user_errors
     def select_persona(persona_id: int | None):
         """Load a persona: its history, the name box, a fresh map position."""
+        persona_id = arg.row_id(persona_id)
         if persona_id is None:
             rows, items = history_view(None)
             return None, rows, items, "", "Pick or create a persona.", None
@@ -122,17 +126,20 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
 
     @user_errors
     def create_persona(name: str, search: str):
+        search = arg.text(search, "search")
         pid = service.create_persona(name)
         notify(f"Created persona {name.strip()!r}.")
         return gr.update(choices=persona_choices(search), value=pid)
 
     @user_errors
     def rename_persona(current: int | None, name: str, search: str):
+        current, search = arg.row_id(current), arg.text(search, "search")
         service.rename_persona(current, name)
         return gr.update(choices=persona_choices(search), value=current)
 
     @user_errors
     def duplicate_persona(current: int | None, search: str):
+        current, search = arg.row_id(current), arg.text(search, "search")
         pid = service.duplicate_persona(current)
         return gr.update(choices=persona_choices(search), value=pid)
 
@@ -147,16 +154,19 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
 
     @user_errors
     def confirm_delete(current: int | None, search: str):
+        current, search = arg.row_id(current), arg.text(search, "search")
         service.delete_persona(current)
         notify("Persona deleted.")
         return gr.update(visible=False), gr.update(choices=persona_choices(search), value=None)
 
     @user_errors
     def export_persona(current: int | None):
+        current = arg.row_id(current)
         return str(service.export_persona(current, Path(tempfile.mkdtemp(prefix="persona-export-"))))
 
     @user_errors
     def import_personas(path: str | None, search: str, progress=gr.Progress()):  # noqa: B008 - gradio idiom
+        path, search = arg.file_path(path, "import"), arg.text(search, "search")
         if not path:
             raise PersonaDemoError("Choose a file to import.")
         result = service.import_file(path, lambda done, total: progress((done, total), desc="importing"))
@@ -171,12 +181,16 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
 
     @user_errors
     def add_text(current: int | None, text: str, search: str):
+        current, search = arg.row_id(current), arg.text(search, "search")
+        text = arg.text(text, "text")
         previous = _current_vector(current)
         update = service.add_text(current, text)
         return _after_edit(update.persona_id, update, previous, search)
 
     @user_errors
     def upload_history(current: int | None, path: str | None, search: str):
+        current, search = arg.row_id(current), arg.text(search, "search")
+        path = arg.file_path(path, "upload")
         if not path:
             raise PersonaDemoError("Choose a file to upload.")
         previous = _current_vector(current)
@@ -185,16 +199,21 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
 
     @user_errors
     def pick_item(item_id: int | None):
+        item_id = arg.row_id(item_id, "history item")
         return "" if item_id is None else service.store.get_item(int(item_id)).text
 
     @user_errors
     def save_item(current: int | None, item_id: int | None, text: str, search: str):
+        current, search = arg.row_id(current), arg.text(search, "search")
+        item_id, text = arg.row_id(item_id, "history item"), arg.text(text, "item text")
         previous = _current_vector(current)
         update = service.edit_item(current, item_id, text)
         return _after_edit(update.persona_id, update, previous, search)
 
     @user_errors
     def delete_item(current: int | None, item_id: int | None, search: str):
+        current, search = arg.row_id(current), arg.text(search, "search")
+        item_id = arg.row_id(item_id, "history item")
         previous = _current_vector(current)
         update = service.delete_item(current, item_id)
         return _after_edit(update.persona_id, update, previous, search)
@@ -218,7 +237,10 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
 
     @user_errors
     def compare(current, task_key, user_input, max_new, strength, sample, temperature):
+        current, task_key = arg.row_id(current), arg.text(task_key, "task")
+        user_input = arg.text(user_input, "input")
         opts = options(max_new, sample, temperature)
+        strength = arg.number(strength, "persona strength", arg.STRENGTH)
         result = texts = None
         for result, texts in service.stream_compare(current, task_key, user_input, opts, float(strength)):
             yield result.without_plug, result.with_plug, None
@@ -227,9 +249,11 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
 
     @user_errors
     def chat(current, message, persona_chat, plain_chat, max_new, strength, sample, temperature):
+        current, message = arg.row_id(current), arg.text(message, "message")
         opts = options(max_new, sample, temperature)
-        persona_chat = list(persona_chat or [])
-        plain_chat = list(plain_chat or [])
+        strength = arg.number(strength, "persona strength", arg.STRENGTH)
+        persona_chat = list(arg.chat_history(persona_chat))
+        plain_chat = list(arg.chat_history(plain_chat))
         user_turn = {"role": "user", "content": message}
         stream = service.stream_chat(current, persona_chat, plain_chat, message, opts, float(strength))
         for with_plug, without_plug in stream:
