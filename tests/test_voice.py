@@ -218,3 +218,38 @@ def test_voice_evaluate_refuses_a_lamp_method(tmp_path, capsys):
     write_blogs(path)
     assert main(["evaluate", "--data", str(path), "--method", "bm25", "--out", str(tmp_path / "e")]) == 2
     assert "persona-voice supports" in capsys.readouterr().err
+
+
+def test_text_retrieval_alone_is_scored_without_soft_tokens(engine):
+    """`bm25` under --metric nll: own vs another user's retrieved text, no plug (so no no-history row)."""
+    items = [
+        ScoringItem("a", "cycling", ["I ride my bike daily."], "Bike lanes", "Write about cycling."),
+        ScoringItem("b", "baking", ["Bread from scratch."], "Sourdough tips", "Write about baking."),
+    ]
+    seen: list[tuple[int, int]] = []
+
+    def with_text(i: int, j: int) -> str:
+        seen.append((i, j))
+        return f"{items[j].history[0]} {items[i].prompt}"
+
+    report = nll_report(engine, items, "bm25", own_prompt=with_text, shuffles=1, n_resamples=20)
+    assert "nll_no_history" not in report and report["nll"] == report["nll_own"]
+    assert sorted(seen) == [(0, 0), (0, 1), (1, 0), (1, 1)]  # own texts, then the other user's
+    own = score(engine, [with_text(0, 0), with_text(1, 1)], ["Bike lanes", "Sourdough tips"])
+    assert report["nll_own"] == pytest.approx(float(np.mean(own[0] / own[1])), rel=1e-5)
+
+
+def test_hybrid_prompt_uses_the_right_users_items_never_the_question(tmp_path):
+    """pplug+bm25: own = the user's own retrieved item; shuffled = the other user's; the gold never leaks."""
+    from persona_demo.experiments.evaluate_nll import lamp_items, rag_prompt_builder
+
+    from .test_train import write_lamp4
+
+    write_lamp4(tmp_path)
+    examples, _, task = lamp_items(tmp_path, "dev", 0)
+    prompt = rag_prompt_builder(task, examples, k=1)
+    own, other = prompt(0, 0), prompt(0, 1)
+    assert "Cycling news" in own and "Baking" not in own
+    assert "Baking news" in other and "Cycling news" not in other
+    for i, example in enumerate(examples):
+        assert example.target not in prompt(i, i) and example.input in prompt(i, i)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -41,6 +42,16 @@ def voice_items(path: Path, split: str, limit: int) -> list[ScoringItem]:
     ]
 
 
+def rag_prompt_builder(task: int, examples: list, k: int) -> Callable[[int, int], str]:
+    """prompt(i, j): example i's input with the top-k BM25 items of example j's profile — the user's own
+    (j = i) or another user's (the shuffled control), always ranked against example i's own query."""
+
+    def prompt(i: int, j: int) -> str:
+        return build_rag_prompt(task, replace(examples[i], profile=examples[j].profile), k, "bm25")
+
+    return prompt
+
+
 def evaluate_nll(
     engine: PersonaEngine,
     data: Path,
@@ -66,10 +77,8 @@ def evaluate_nll(
             raise PersonaDemoError(f"--metric nll supports {', '.join(METHOD_CONDITION)}, not {method!r}")
         examples, items, task = lamp_items(data, split, limit)
         task_name = Path(data).name
-        if method == "pplug+bm25":  # retrieved text from the same history the plug sees (own or shuffled)
-
-            def own_prompt(i: int, j: int) -> str:
-                return build_rag_prompt(task, replace(examples[i], profile=examples[j].profile), k, "bm25")
+        if method in {"pplug+bm25", "bm25"}:
+            own_prompt = rag_prompt_builder(task, examples, k)
 
     started = time.perf_counter()
     report = nll_report(
@@ -87,8 +96,8 @@ def evaluate_nll(
         "split": split,
         **report,
         "shuffles": shuffles if method != "none" else 0,
-        "k": k if method == "pplug+bm25" else None,
-        "plug": engine.plug_metadata.task if method != "none" else None,
+        "k": k if method in {"pplug+bm25", "bm25"} else None,
+        "plug": engine.plug_metadata.task if method.startswith("pplug") else None,
         "seconds": round(time.perf_counter() - started, 1),
     }
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,7 @@ METHOD_CONDITION = {
     "pplug-shuffled": "shuffled",
     "pplug": "own",
     "pplug+bm25": "own",
+    "bm25": "own",
 }
 """Which condition's NLL is the headline `nll` of an `evaluate --metric nll --method M` run."""
 
@@ -200,7 +201,8 @@ def nll_report(
     raw: dict[str, np.ndarray] = {}
     sums, counts = score(engine, plain, targets, desc="nll none", **kwargs)
     raw["none"] = sums
-    if method != "none":
+    plugged = method.startswith("pplug")  # bm25: retrieved text only, no soft tokens
+    if plugged:
         raw["no_history"], _ = score(
             engine,
             plain,
@@ -210,13 +212,14 @@ def nll_report(
             desc="nll no history",
             **kwargs,
         )
+    if method != "none":
         own_prompts = [build(i, i) for i in range(len(items))]
         raw["own"], _ = score(
             engine,
             own_prompts,
             targets,
             queries=queries,
-            histories=[it.history for it in items],
+            histories=[it.history for it in items] if plugged else None,
             desc="nll own",
             **kwargs,
         )
@@ -230,7 +233,7 @@ def nll_report(
                 prompts,
                 targets,
                 queries=queries,
-                histories=histories,
+                histories=histories if plugged else None,
                 desc=f"nll shuffled {s + 1}",
                 **kwargs,
             )
