@@ -39,6 +39,12 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> None:
         help="soft persona tokens: 1 = the paper's pooled P_u; k > 1 adds the k-1 most attended items",
     )
     parser.add_argument(
+        "--retrieval-k",
+        type=int,
+        default=0,
+        help="train for the pplug+bm25 prompt: the top-k BM25 items of the user's history as text (0 = none)",
+    )
+    parser.add_argument(
         "--init",
         type=Path,
         help="start from this plug's weights (e.g. a shipped plug, with more --persona-tokens)",
@@ -70,6 +76,7 @@ def run_train(args: argparse.Namespace) -> int:
         limit=args.limit,
         eval_every=args.eval_every,
         eval_limit=args.eval_limit,
+        retrieval_k=args.retrieval_k,
     ).validated()
     # Accelerate only under `accelerate launch`; a plain run is one process as before.
     dist = distributed.current(config.grad_accum, config.batch_size)

@@ -171,3 +171,21 @@ def test_train_cli_starts_from_a_shipped_plug_with_more_persona_tokens(tmp_path,
     after, _ = load_plug(out, **kwargs)
     for (name, a), b in zip(before.state_dict().items(), after.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-4), name  # lr 1e-9: the weights are the shipped ones
+
+
+def test_retrieval_k_trains_on_the_hybrid_prompt(tmp_path):
+    """--retrieval-k 1: the training prompt is pplug+bm25's (own top item as text, then the input)."""
+    from persona_demo.data.lamp import load_split
+    from persona_demo.experiments.retrieval import build_rag_prompt
+    from persona_demo.experiments.train import to_examples
+
+    write_lamp4(tmp_path)
+    dataset = load_split(tmp_path, "train")
+    plain, hybrid = to_examples(dataset), to_examples(dataset, retrieval_k=1)
+    for p, h, e in zip(plain, hybrid, dataset.examples):
+        assert p.prompt == e.input and h.prompt == build_rag_prompt(dataset.task, e, 1, "bm25")
+        hobby = e.input.split("about ")[-1].rstrip(".")
+        assert hobby.title() + " news" in h.prompt and e.target not in h.prompt
+        assert (h.query, h.history, h.target) == (p.query, p.history, p.target)
+    with pytest.raises(PersonaDemoError, match="retrieval-k"):
+        TrainConfig(retrieval_k=-1).validated()

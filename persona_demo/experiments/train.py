@@ -25,6 +25,7 @@ from ..engine.generation import Row
 from ..errors import PersonaDemoError
 from .distributed import Single
 from .nll import scoring_row
+from .retrieval import build_rag_prompt
 
 
 @dataclass(frozen=True)
@@ -46,12 +47,17 @@ class TrainConfig:
     limit: int = 0
     """Use only the first N training examples (0 = all)."""
     autocast_bf16: bool = True
+    retrieval_k: int = 0
+    """>0: each prompt carries the top-k BM25 items of the user's own history as text (LaMP's template), so
+    the plug learns for the `pplug+bm25` prompt it is evaluated and served with."""
 
     def validated(self) -> TrainConfig:
         if self.batch_size < 1 or self.grad_accum < 1:
             raise PersonaDemoError("--batch-size and --grad-accum must be at least 1")
         if not 0 < self.lr < 1:
             raise PersonaDemoError("--lr must be between 0 and 1")
+        if not 0 <= self.retrieval_k <= 16:
+            raise PersonaDemoError("--retrieval-k must be between 0 (no retrieved text) and 16")
         if self.epochs <= 0 and self.max_steps <= 0:
             raise PersonaDemoError("give --epochs > 0 or --max-steps > 0")
         return self
@@ -68,14 +74,15 @@ class Example:
     user: str = ""
 
 
-def to_examples(dataset: LampDataset, limit: int = 0) -> list[Example]:
+def to_examples(dataset: LampDataset, limit: int = 0, retrieval_k: int = 0) -> list[Example]:
     spec = dataset.spec
     out = []
     for e in dataset.examples[: limit or None]:
         if not e.target:
             continue
         history = spec.history_texts(e.profile)
-        out.append(Example(e.input, e.query or e.input, history, e.target, e.user_id or e.id))
+        prompt = build_rag_prompt(dataset.task, e, retrieval_k, "bm25") if retrieval_k else e.input
+        out.append(Example(prompt, e.query or e.input, history, e.target, e.user_id or e.id))
     if not out:
         raise PersonaDemoError(f"{dataset.source}: no examples with a target to train on")
     return out
@@ -348,13 +355,20 @@ def train_plug(
     """Load `train` (and `dev` if present) from a LaMP folder, or the train/dev users of a per-user JSONL
     file (the persona-voice task), and train the engine's plug into `out`."""
     if is_voice_file(data_dir):
+        if config.retrieval_k:
+            raise PersonaDemoError(
+                "--retrieval-k is for LaMP tasks; the persona-voice prompt carries no retrieved text"
+            )
         train = voice_examples(data_dir, "train", config.limit)
         dev = voice_examples(data_dir, "dev", config.eval_limit)
         task = "persona_voice"
     else:
-        train = to_examples(load_split(data_dir, "train"), config.limit)
+        k = config.retrieval_k
+        train = to_examples(load_split(data_dir, "train"), config.limit, k)
         dev_path = Path(data_dir) / "dev_questions.json"
-        dev = to_examples(load_split(data_dir, "dev"))[: config.eval_limit] if dev_path.is_file() else []
+        dev = (
+            to_examples(load_split(data_dir, "dev"), 0, k)[: config.eval_limit] if dev_path.is_file() else []
+        )
         task = Path(data_dir).name
     metadata = PlugMetadata(
         llm_id=engine.loaded_llm.model_id,
