@@ -8,7 +8,6 @@ Methods: `none` (the LaMP input alone), `bm25`/`recency` (LaMP's retrieval-augme
 from __future__ import annotations
 
 import json
-import random
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from ..engine.generation import GenerationOptions, Row
 from ..errors import PersonaDemoError
 from .distributed import Single
 from .metrics import compute_metrics
+from .nll import derangement
 from .retrieval import build_rag_prompt
 
 METHODS = (
@@ -55,13 +55,7 @@ def rating_baseline(method: str, profile: list[dict]) -> str:
 
 def shuffled_histories(histories: list[list[str]], users: list[str], seed: int) -> list[list[str]]:
     """Give each example the history of a different user (a derangement over users, seeded)."""
-    rng = random.Random(seed)
-    order = list(range(len(histories)))
-    for _ in range(100):
-        rng.shuffle(order)
-        if all(users[i] != users[j] for i, j in zip(range(len(order)), order)):
-            break
-    return [histories[j] for j in order]
+    return [histories[j] for j in derangement(users, seed)]
 
 
 def evaluate(

@@ -77,8 +77,9 @@ def derangement(users: Sequence[str], seed: int) -> list[int]:
         rng.shuffle(order)
         if all(users[i] != users[j] for i, j in enumerate(order)):
             return order
-    # Fall back to a rotation over distinct users: fix the remaining clashes one by one.
-    for i, j in enumerate(order):
+    # Rare (one user owns most examples): swap each remaining clash with a position that removes it.
+    for i in range(len(order)):
+        j = order[i]
         if users[i] == users[j]:
             swap = next(
                 (k for k in range(len(order)) if users[order[k]] != users[i] and users[j] != users[k]), None
