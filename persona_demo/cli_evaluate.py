@@ -72,39 +72,25 @@ def run_evaluate(args: argparse.Namespace) -> int:
     plug = resolve_plug_path(args.plug, settings) if args.method.startswith("pplug") else None
     if args.record and (args.method != "pplug" or plug is None or args.limit):
         raise PersonaDemoError("--record needs --method pplug, a --plug and the whole split (no --limit)")
+    if args.metric == "nll" and dist.num_processes > 1:
+        raise PersonaDemoError("--metric nll runs in one process: start it without `accelerate launch`")
     engine = PersonaEngine.from_settings(settings, plug_path=plug, cache=disk_embedding_cache(settings))
+    common = {"k": args.k, "limit": args.limit, "batch_size": args.batch_size, "seed": args.seed}
     if args.metric == "nll":
-        if dist.num_processes > 1:
-            raise PersonaDemoError("--metric nll runs in one process: start it without `accelerate launch`")
         metrics = evaluate_nll(
+            engine, args.data, args.split, args.method, args.out, shuffles=args.shuffles, **common
+        )
+    else:
+        metrics = evaluate(
             engine,
             args.data,
             args.split,
             args.method,
             args.out,
-            k=args.k,
-            limit=args.limit,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            shuffles=args.shuffles,
+            max_new_tokens=args.max_new_tokens,
+            dist=dist,
+            **common,
         )
-        if args.record:
-            record_in_plug(engine, plug, metrics, args)
-        print(json.dumps(metrics))
-        return 0
-    metrics = evaluate(
-        engine,
-        args.data,
-        args.split,
-        args.method,
-        args.out,
-        k=args.k,
-        limit=args.limit,
-        batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens,
-        seed=args.seed,
-        dist=dist,
-    )
     if not dist.is_main:
         return 0
     if args.record:

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..data.lamp import LampDataset, load_split, write_predictions
+from ..data.lamp import LampDataset, LampExample, load_split, write_predictions
 from ..engine.engine import PersonaEngine
 from ..engine.generation import GenerationOptions, Row
 from ..errors import PersonaDemoError
@@ -58,6 +58,15 @@ def shuffled_histories(histories: list[list[str]], users: list[str], seed: int) 
     return [histories[j] for j in derangement(users, seed)]
 
 
+def gold_examples(data_dir: Path, split: str, limit: int = 0) -> tuple[LampDataset, list[LampExample]]:
+    """The split and its first `limit` examples that have a gold output (what every metric scores)."""
+    dataset = load_split(data_dir, split)
+    examples = [e for e in dataset.examples if e.target is not None][: limit or None]
+    if not examples:
+        raise PersonaDemoError(f"{data_dir}: the {split} split has no examples with gold outputs")
+    return dataset, examples
+
+
 def evaluate(
     engine: PersonaEngine,
     data_dir: Path,
@@ -76,10 +85,7 @@ def evaluate(
     dist = dist or Single()
     if method not in METHODS:
         raise PersonaDemoError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    dataset: LampDataset = load_split(data_dir, split)
-    examples = [e for e in dataset.examples if e.target is not None][: limit or None]
-    if not examples:
-        raise PersonaDemoError(f"{data_dir}: the {split} split has no examples with gold outputs")
+    dataset, examples = gold_examples(data_dir, split, limit)
     spec = dataset.spec
     histories = [spec.history_texts(e.profile) for e in examples]
     users = [e.user_id or e.id for e in examples]

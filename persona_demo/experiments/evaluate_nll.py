@@ -9,10 +9,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from ..data.lamp import load_split
 from ..data.voice import is_voice_file, load_voice_split
 from ..engine.engine import PersonaEngine
 from ..errors import PersonaDemoError
+from .evaluate import gold_examples
 from .nll import METHOD_CONDITION, ScoringItem, nll_report
 from .retrieval import build_rag_prompt
 
@@ -21,10 +21,7 @@ VOICE_METHODS = ("none", "pplug", "pplug-shuffled", "pplug-no-history")
 
 
 def lamp_items(data_dir: Path, split: str, limit: int) -> tuple[list, list[ScoringItem], int]:
-    dataset = load_split(data_dir, split)
-    examples = [e for e in dataset.examples if e.target is not None][: limit or None]
-    if not examples:
-        raise PersonaDemoError(f"{data_dir}: the {split} split has no examples with gold outputs")
+    dataset, examples = gold_examples(data_dir, split, limit)
     spec = dataset.spec
     items = [
         ScoringItem(e.user_id or e.id, e.query or e.input, spec.history_texts(e.profile), e.target, e.input)

@@ -41,8 +41,7 @@ METHOD_CONDITION = {
 
 @dataclass
 class ScoringItem:
-    """What one NLL evaluation needs of an example; `prompt_for` lets RAG methods rebuild the prompt
-    from another user's history (the shuffled condition)."""
+    """What one NLL evaluation needs of an example (RAG methods rebuild the prompt through `own_prompt`)."""
 
     user: str
     query: str
@@ -198,10 +197,8 @@ def nll_report(
         "max_prompt_tokens": max_prompt_tokens,
         "max_target_tokens": max_target_tokens,
     }
-    counts = None
     raw: dict[str, np.ndarray] = {}
-    sums, counts = score(engine, plain, targets, desc="nll none", **kwargs)
-    raw["none"] = sums
+    raw["none"], counts = score(engine, plain, targets, desc="nll none", **kwargs)
     plugged = method.startswith("pplug")  # bm25: retrieved text only, no soft tokens
     if plugged:
         raw["no_history"], _ = score(
@@ -240,7 +237,6 @@ def nll_report(
             )
             shuffled += sums_s / shuffles
         raw["shuffled"] = shuffled
-    order, _ = per_user_nll(raw["none"], counts, users)
     per_user = {k: per_user_nll(v, counts, users)[1] for k, v in raw.items()}
     means = {k: float(v.mean()) for k, v in per_user.items()}
     headline = means[METHOD_CONDITION[method]]
@@ -248,7 +244,7 @@ def nll_report(
         "metric": "nll",
         "method": method,
         "n": len(items),
-        "users": len(order),
+        "users": len(per_user["none"]),
         "target_tokens_mean": float(counts.mean()),
         "nll": headline,
         "ppl": math.exp(headline),
