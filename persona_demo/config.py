@@ -49,7 +49,13 @@ class Settings:
     """Default length of a generation."""
     generation_concurrency: int = 1
     """How many generations (compare/chat) the studio runs at once; others wait in the queue."""
-    encoder_batch_size: int = 64
+    encoder_dtype: str = "auto"
+    """`auto` (bfloat16 on CUDA and on CPUs with native bf16 (AMX / AVX512-BF16), else float32), `float32`,
+    `bfloat16`. bf16 vectors are within 1e-4 cosine of fp32 ones, so cached vectors stay interchangeable."""
+    encoder_batch_size: int = 128
+    """Texts per encoder batch at most; a batch also stops at `encoder_batch_tokens` padded tokens."""
+    encoder_batch_tokens: int = 4096
+    """Padded tokens per encoder batch at most: many short texts or a few long ones, never a huge batch."""
     encoder_max_length: int = 256
 
     @classmethod
@@ -72,6 +78,10 @@ class Settings:
             raise PersonaDemoError(f"quantization must be auto, none or nf4, not {self.quantization!r}")
         if self.dtype not in {"auto", "float32", "bfloat16", "float16"}:
             raise PersonaDemoError(f"dtype must be auto, float32, bfloat16 or float16, not {self.dtype!r}")
+        if self.encoder_dtype not in {"auto", "float32", "bfloat16"}:
+            raise PersonaDemoError(
+                f"encoder_dtype must be auto, float32 or bfloat16, not {self.encoder_dtype!r}"
+            )
         if not (self.device in {"auto", "cpu", "cuda"} or self.device.startswith("cuda:")):
             raise PersonaDemoError(f"device must be auto, cpu, cuda or cuda:N, not {self.device!r}")
         if self.threads < 0:
@@ -82,6 +92,8 @@ class Settings:
             raise PersonaDemoError("generation_concurrency must be between 1 and 64")
         if not 1 <= self.encoder_batch_size <= 4096:
             raise PersonaDemoError("encoder_batch_size must be between 1 and 4096")
+        if not 8 <= self.encoder_batch_tokens <= 1_048_576:
+            raise PersonaDemoError("encoder_batch_tokens must be between 8 and 1048576")
         if not 8 <= self.encoder_max_length <= 8192:
             raise PersonaDemoError("encoder_max_length must be between 8 and 8192")
         return self

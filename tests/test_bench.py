@@ -24,7 +24,12 @@ def test_targets_and_table():
             "bm25_k4_prompt_tokens": 120.0,
         },
         "persona_update": {"ms_by_history_size": {"10": 12.0, "10000": 70.0}},
-        "encode_throughput": {"batched_texts_per_s": 300.0, "naive_texts_per_s": 40.0},
+        "encode_throughput": {
+            "batched_texts_per_s": 300.0,
+            "naive_texts_per_s": 40.0,
+            "texts": 1000,
+            "encoder_dtype": "bfloat16",
+        },
         "projection": {"100": {"pca_s": 0.001, "umap_warm_s": 0.5}},
         "train_step": {"examples_per_s": 3.0},
         "cold_start": {"warm_s": 9.5, "peak_rss_mb": 900.0},
@@ -33,13 +38,19 @@ def test_targets_and_table():
     text = table(results)
     assert "| plug_overhead ratio | 1.050 | <= 1.05 | yes |" in text
     assert "| persona_update @ 10000 items | 70.0 ms | ≤ 50 ms | NO |" in text
+    assert "| encode batched / naive (1000 texts, bfloat16) | 300 / 40 texts/s | | |" in text
 
 
 def test_table_reports_train_scaling():
     results = {
         "targets": {},
         "persona_update": {"ms_by_history_size": {}},
-        "encode_throughput": {"batched_texts_per_s": 1.0, "naive_texts_per_s": 1.0},
+        "encode_throughput": {
+            "batched_texts_per_s": 1.0,
+            "naive_texts_per_s": 1.0,
+            "texts": 1,
+            "encoder_dtype": "float32",
+        },
         "projection": {},
         "train_step": {"examples_per_s": 3.0},
         "train_scaling": {

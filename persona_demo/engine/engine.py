@@ -57,7 +57,11 @@ class PersonaEngine:
         self.loaded_llm = llm
         self.llm = FrozenLLM(llm)
         self.encoder = HistoryEncoder(
-            encoder, cache, self.settings.encoder_batch_size, self.settings.encoder_max_length
+            encoder,
+            cache,
+            self.settings.encoder_batch_size,
+            self.settings.encoder_max_length,
+            self.settings.encoder_batch_tokens,
         )
         if plug is None:
             plug = untrained_plug(self.default_plug_config())
