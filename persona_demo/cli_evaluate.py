@@ -37,6 +37,13 @@ def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--plug", help="plug checkpoint or task name (pplug methods)")
     parser.add_argument("--limit", type=int, default=0, help="first N examples (0 = all)")
     parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument(
+        "--decode",
+        choices=["auto", "generate", "labels"],
+        default="auto",
+        help="auto: score each label on label tasks (LaMP-1/2/3: the median star for ratings, the likeliest "
+        "class otherwise), generate free text on generation tasks",
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True, help="output folder")
@@ -88,6 +95,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             args.method,
             args.out,
             max_new_tokens=args.max_new_tokens,
+            decode=args.decode,
             dist=dist,
             **common,
         )

@@ -7,7 +7,13 @@ import json
 import pytest
 
 from persona_demo.errors import PersonaDemoError
-from persona_demo.experiments.evaluate import METHODS, RATING_BASELINES, evaluate, shuffled_histories
+from persona_demo.experiments.evaluate import (
+    METHODS,
+    RATING_BASELINES,
+    evaluate,
+    gold_examples,
+    method_inputs,
+)
 from tests.test_train import write_lamp4
 
 
@@ -25,11 +31,24 @@ def test_evaluate_writes_both_files(engine, tmp_path, method):
     assert saved["prompt_tokens_mean"] > 0 and saved["sec_per_example"] > 0
 
 
-def test_shuffled_histories_never_give_a_user_their_own():
-    histories = [["a"], ["b"], ["c"], ["d"]]
-    shuffled = shuffled_histories(histories, ["u1", "u2", "u3", "u4"], seed=0)
-    assert sorted(map(tuple, shuffled)) == sorted(map(tuple, histories))
-    assert all(s != h for s, h in zip(shuffled, histories))
+@pytest.mark.parametrize("method", ["pplug-shuffled", "pplug+bm25-shuffled"])
+def test_shuffled_controls_never_give_a_user_their_own_items(tmp_path, method):
+    write_lamp4(tmp_path)
+    dataset, examples = gold_examples(tmp_path, "dev")
+    prompts, histories = method_inputs(dataset, examples, method, k=2, seed=0)
+    own_prompts, own_histories = method_inputs(
+        dataset, examples, method.replace("-shuffled", ""), k=2, seed=0
+    )
+    assert sorted(map(tuple, histories)) == sorted(map(tuple, own_histories))  # a permutation of users
+    hobbies = ["Cycling", "Baking", "Chess", "Sailing"]
+    for i, (history, prompt) in enumerate(zip(histories, prompts)):
+        own = hobbies[i]
+        assert history != own_histories[i] and not any(own in text for text in history)
+        assert prompt.endswith(examples[i].input)  # this user's own question, whatever was retrieved
+        if method == "pplug+bm25-shuffled":
+            retrieved = prompt.removesuffix(examples[i].input)
+            assert f"{own} news" not in retrieved and any(f"{h} news" in retrieved for h in hobbies)
+            assert f"{own} news" in own_prompts[i]
 
 
 def test_unknown_method_is_refused(engine, tmp_path):

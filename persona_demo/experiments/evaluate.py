@@ -2,13 +2,15 @@
 
 Methods: `none` (the LaMP input alone), `bm25`/`recency` (LaMP's retrieval-augmented prompts, k items),
 `pplug`, `pplug-shuffled` (the plug fed another user's history: what is left is task adaptation) and
-`pplug-no-history` (instruction token only).
+`pplug-no-history` (instruction token only), `pplug+bm25-shuffled` (plug history AND retrieved items from
+another user, ranked against this user's own query: the shuffled control of the hybrid).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -19,6 +21,7 @@ from ..engine.engine import PersonaEngine
 from ..engine.generation import GenerationOptions, Row
 from ..errors import PersonaDemoError
 from .distributed import Single
+from .labels import choose_label, label_log_probs
 from .metrics import compute_metrics
 from .nll import derangement
 from .retrieval import build_rag_prompt
@@ -30,13 +33,16 @@ METHODS = (
     "pplug",
     "pplug+bm25",
     "pplug-shuffled",
+    "pplug+bm25-shuffled",
     "pplug-no-history",
     "always-5",
     "profile-mean",
 )
 RATING_BASELINES = ("always-5", "profile-mean")
 """LaMP-3 reference points that need no model: the top star, and the user's mean past score (rounded)."""
-RAG_METHODS = {"bm25": "bm25", "recency": "recency", "pplug+bm25": "bm25"}
+DECODES = ("auto", "generate", "labels")
+"""auto: score the label set on label tasks (LaMP-1/2/3), generate free text otherwise (see labels.py)."""
+RAG_METHODS = {"bm25": "bm25", "recency": "recency", "pplug+bm25": "bm25", "pplug+bm25-shuffled": "bm25"}
 """Methods whose prompt carries k retrieved history items, and the ranker that picks them."""
 
 
@@ -53,9 +59,28 @@ def rating_baseline(method: str, profile: list[dict]) -> str:
     return str(int(sum(scores) / len(scores) + 0.5)) if scores else "3"  # half rounds up
 
 
-def shuffled_histories(histories: list[list[str]], users: list[str], seed: int) -> list[list[str]]:
-    """Give each example the history of a different user (a derangement over users, seeded)."""
-    return [histories[j] for j in derangement(users, seed)]
+def method_inputs(
+    dataset: LampDataset, examples: list[LampExample], method: str, k: int, seed: int
+) -> tuple[list[str], list[list[str]]]:
+    """Each example's prompt and the history its plug reads, as `method` defines them.
+
+    The shuffled controls take another user's history (a seeded derangement over users); the hybrid's also
+    retrieves from that user's items, ranked against this example's own query."""
+    spec = dataset.spec
+    histories = [spec.history_texts(e.profile) for e in examples]
+    users = [e.user_id or e.id for e in examples]
+    prompt_examples = examples
+    if method in {"pplug-shuffled", "pplug+bm25-shuffled"}:
+        other = derangement(users, seed)
+        histories = [histories[j] for j in other]
+        if method == "pplug+bm25-shuffled":
+            prompt_examples = [replace(e, profile=examples[j].profile) for e, j in zip(examples, other)]
+    if method == "pplug-no-history":
+        histories = [[] for _ in examples]
+    if method in RAG_METHODS:
+        ranker = RAG_METHODS[method]
+        return [build_rag_prompt(dataset.task, e, k, ranker=ranker) for e in prompt_examples], histories
+    return [e.input for e in examples], histories
 
 
 def gold_examples(data_dir: Path, split: str, limit: int = 0) -> tuple[LampDataset, list[LampExample]]:
@@ -79,26 +104,24 @@ def evaluate(
     batch_size: int = 8,
     max_new_tokens: int = 24,
     seed: int = 0,
+    decode: str = "auto",
     dist: Single | None = None,
 ) -> dict[str, object]:
     """Score `method`; with `dist` (several processes), each generates whole batches, the main one writes."""
     dist = dist or Single()
     if method not in METHODS:
         raise PersonaDemoError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if decode not in DECODES:
+        raise PersonaDemoError(f"unknown decode {decode!r}; choose one of {', '.join(DECODES)}")
     dataset, examples = gold_examples(data_dir, split, limit)
     spec = dataset.spec
-    histories = [spec.history_texts(e.profile) for e in examples]
-    users = [e.user_id or e.id for e in examples]
-    if method == "pplug-shuffled":
-        histories = shuffled_histories(histories, users, seed)
-    if method == "pplug-no-history":
-        histories = [[] for _ in examples]
+    if decode == "auto":
+        decode = "labels" if spec.labels else "generate"
+    if decode == "labels" and not spec.labels:
+        raise PersonaDemoError(f"{spec.official_name} has no label set to score; use --decode generate")
     if method in RATING_BASELINES and spec.kind != "rating":
         raise PersonaDemoError(f"{method} is a baseline for rating tasks (LaMP-3), not {spec.official_name}")
-    if method in RAG_METHODS:
-        prompts = [build_rag_prompt(dataset.task, e, k, ranker=RAG_METHODS[method]) for e in examples]
-    else:
-        prompts = [e.input for e in examples]
+    prompts, histories = method_inputs(dataset, examples, method, k, seed)
     options = GenerationOptions(max_new_tokens=max_new_tokens)
     preds: dict[str, str] = {}
     prompt_tokens = 0
@@ -117,7 +140,14 @@ def evaluate(
         prompt_tokens += sum(
             len(r.prompt_ids) + (0 if r.soft_tokens is None else len(r.soft_tokens)) for r in rows
         )
-        for i, text in zip(chunk, engine.llm.generate(rows, options)):
+        if decode == "labels":
+            soft = None if rows[0].soft_tokens is None else torch.stack([r.soft_tokens for r in rows])
+            mask = None if rows[0].soft_mask is None else torch.stack([r.soft_mask for r in rows])
+            log_probs = label_log_probs(engine, [prompts[i] for i in chunk], spec.labels, soft, mask)
+            answers = choose_label(log_probs, spec.labels, spec.kind)
+        else:
+            answers = engine.llm.generate(rows, options)
+        for i, text in zip(chunk, answers):
             preds[examples[i].id] = text
     if dist.num_processes > 1:  # every process's predictions, back in the split's order, each id once
         index = {e.id: i for i, e in enumerate(examples)}
@@ -136,6 +166,7 @@ def evaluate(
         "prompt_tokens_mean": prompt_tokens / len(examples),
         "plug": engine.plug_metadata.task if method.startswith("pplug") else None,
         "k": k if method in RAG_METHODS else None,
+        "decode": None if method in RATING_BASELINES else decode,
     }
     if not dist.is_main:
         return metrics
