@@ -33,7 +33,13 @@ def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
         "--shuffles", type=int, default=3, help="derangements averaged for the shuffled control"
     )
     parser.add_argument("--method", choices=METHODS, required=True)
-    parser.add_argument("--k", type=int, default=1, help="retrieved items for bm25/recency")
+    parser.add_argument(
+        "--k",
+        type=int,
+        default=None,
+        help="retrieved items for bm25/recency/pplug+bm25 (default: what the plug was trained with "
+        "(`train --retrieval-k`), else 1)",
+    )
     parser.add_argument("--plug", help="plug checkpoint or task name (pplug methods)")
     parser.add_argument("--limit", type=int, default=0, help="first N examples (0 = all)")
     parser.add_argument("--max-new-tokens", type=int, default=24)
@@ -82,7 +88,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.metric == "nll" and dist.num_processes > 1:
         raise PersonaDemoError("--metric nll runs in one process: start it without `accelerate launch`")
     engine = PersonaEngine.from_settings(settings, plug_path=plug, cache=disk_embedding_cache(settings))
-    common = {"k": args.k, "limit": args.limit, "batch_size": args.batch_size, "seed": args.seed}
+    k = args.k if args.k is not None else default_k(engine, args.method)
+    common = {"k": k, "limit": args.limit, "batch_size": args.batch_size, "seed": args.seed}
     if args.metric == "nll":
         metrics = evaluate_nll(
             engine, args.data, args.split, args.method, args.out, shuffles=args.shuffles, **common
@@ -105,6 +112,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
         record_in_plug(engine, plug, metrics, args)
     print(json.dumps(metrics))
     return 0
+
+
+def default_k(engine, method: str) -> int:
+    """A hybrid plug is read with the retrieved items it was trained with; everything else retrieves 1."""
+    trained_k = int((engine.plug_metadata.training or {}).get("retrieval_k") or 0)
+    return trained_k if method.startswith("pplug+") and trained_k > 0 else 1
 
 
 NLL_RECORD_KEYS = (

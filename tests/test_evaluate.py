@@ -141,3 +141,17 @@ def test_record_stores_dev_scores_in_the_plug(engine, tmp_path, capsys):
     assert recorded["dev_n"] == 4 and 0 <= recorded["dev_rouge1"] <= 1
     assert main([*args, "--method", "none", "--out", str(tmp_path / "none"), "--record"]) == 2
     assert "--record needs --method pplug" in capsys.readouterr().err
+
+
+def test_hybrid_reads_as_many_items_as_its_plug_was_trained_with():
+    from types import SimpleNamespace
+
+    from persona_demo.cli_evaluate import default_k
+
+    def engine(training):
+        return SimpleNamespace(plug_metadata=SimpleNamespace(training=training))
+
+    assert default_k(engine({"retrieval_k": 3}), "pplug+bm25") == 3
+    assert default_k(engine({"retrieval_k": 3}), "pplug+bm25-shuffled") == 3
+    assert default_k(engine({"retrieval_k": 3}), "bm25") == 1  # text-only baselines keep LaMP's k=1
+    assert default_k(engine({}), "pplug+bm25") == 1
