@@ -83,8 +83,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     dist = distributed.current()  # Accelerate only under `accelerate launch`
     settings = distributed.settings_for(settings_from_args(args), dist)
     plug = resolve_plug_path(args.plug, settings) if args.method.startswith("pplug") else None
-    if args.record and (args.method != "pplug" or plug is None or args.limit):
-        raise PersonaDemoError("--record needs --method pplug, a --plug and the whole split (no --limit)")
+    if args.record and (args.method not in RECORD_METHODS or plug is None or args.limit):
+        raise PersonaDemoError(
+            "--record needs --method pplug (or pplug+bm25 for a plug trained with --retrieval-k), "
+            "a --plug and the whole split (no --limit)"
+        )
     if args.metric == "nll" and dist.num_processes > 1:
         raise PersonaDemoError("--metric nll runs in one process: start it without `accelerate launch`")
     engine = PersonaEngine.from_settings(settings, plug_path=plug, cache=disk_embedding_cache(settings))
@@ -114,6 +117,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+RECORD_METHODS = ("pplug", "pplug+bm25")
+"""What the studio runs: the plug alone, or with its retrieved items for a hybrid plug."""
+
+
 def default_k(engine, method: str) -> int:
     """A hybrid plug is read with the retrieved items it was trained with; everything else retrieves 1."""
     trained_k = int((engine.plug_metadata.training or {}).get("retrieval_k") or 0)
@@ -133,7 +140,7 @@ NLL_RECORD_KEYS = (
 
 
 def record_in_plug(engine, plug: Path, metrics: dict, args: argparse.Namespace) -> None:
-    """Add `<split>_<metric>` (e.g. dev_rouge1) to the plug's metadata; only for a full-split pplug run."""
+    """Add `<split>_<metric>` (e.g. dev_rouge1) and the method to the plug's metadata (full-split runs only)."""
     from .cli_report import METRIC_COLUMNS
     from .engine.checkpoint import save_plug
 
@@ -141,4 +148,5 @@ def record_in_plug(engine, plug: Path, metrics: dict, args: argparse.Namespace) 
     keys = (*METRIC_COLUMNS, *NLL_RECORD_KEYS)
     metadata.metrics.update({f"{args.split}_{k}": metrics[k] for k in keys if k in metrics})
     metadata.metrics[f"{args.split}_n"] = metrics["n"]
+    metadata.metrics[f"{args.split}_method"] = args.method
     save_plug(plug, engine.plug, metadata)

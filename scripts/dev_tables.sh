@@ -32,6 +32,7 @@ for task in "${tasks[@]}"; do
     run "$task" "$m" "$m" --plug "$task" "${common[@]}"
   done
   run "$task" pplug+bm25-k1 pplug+bm25 --k 1 --plug "$task" "${common[@]}"
+  run "$task" pplug+bm25-k1-shuffled pplug+bm25-shuffled --k 1 --plug "$task" "${common[@]}"
   if [ "$task" = amazon_mi_rating ]; then
     run "$task" always-5 always-5
     run "$task" profile-mean profile-mean

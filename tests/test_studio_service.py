@@ -234,3 +234,42 @@ def test_incremental_updates_match_a_full_recompute(studio_service):
     studio_service.refresh_embedding(pid)
     full = studio_service.store.get_persona_vector(pid, studio_service.embedding_id())
     np.testing.assert_allclose(incremental, full, atol=1e-5)
+
+
+def test_hybrid_plug_reads_its_own_personas_top_item_as_text(studio_service, monkeypatch):
+    """A plug trained with --retrieval-k gets the persona's best BM25 item in front of the task prompt; the
+    plain column keeps the plain prompt. Items come from this persona only, never the input itself."""
+    from dataclasses import replace
+
+    loaded = studio_service.task("huffpost_headline")
+    metadata = replace(loaded.metadata, training={**loaded.metadata.training, "retrieval_k": 1})
+    studio_service.tasks["huffpost_headline"] = replace(loaded, metadata=metadata)
+    assert "[plug + 1 retrieved item]" in studio_service.describe()
+    seen = {}
+    real = studio_service.engine.stream_compare
+
+    def spy(prompt, *args, **kwargs):
+        seen["prompt"], seen["plain"] = prompt, kwargs["plain_prompt"]
+        return real(prompt, *args, **kwargs)
+
+    monkeypatch.setattr(studio_service.engine, "stream_compare", spy)
+    botanist = studio_service.personas("botanist")[0].id
+    article = "Frost came early, yet the hellebores bloomed under the plum tree."
+    list(
+        studio_service.stream_compare(
+            botanist, "huffpost_headline", article, GenerationOptions(max_new_tokens=2)
+        )
+    )
+    plain = studio_service.task("huffpost_headline").task.prompt(article)
+    assert seen["plain"] == plain and seen["prompt"].endswith(plain)
+    retrieved = seen["prompt"].removesuffix(plain)
+    assert '"The hellebores do not mind the frost" is the title for' in retrieved
+    assert retrieved.count(" is the title for ") == 1 and article not in retrieved
+    others = [
+        item.title
+        for p in studio_service.personas()
+        if p.id != botanist
+        for item in studio_service.history(p.id)
+        if item.title
+    ]
+    assert others and not any(f'"{title}"' in retrieved for title in others)

@@ -24,6 +24,7 @@ from ..engine.generation import GenerationOptions
 from ..engine.plug import PersonaPlug
 from ..errors import PersonaDemoError
 from .args import row_id
+from .hybrid import hybrid_prompt, retrieval_k
 from .tasks import FREE_TASK, VOICE_PLUG, StudioTask, shipped_tasks
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,8 @@ class StudioService:
         plugs = []
         for key, loaded in self.tasks.items():
             name = f"free prompt & chat: {loaded.metadata.task}" if key == FREE_TASK.key else key
+            if (k := retrieval_k(loaded.metadata)) and loaded.task.lamp_task:
+                name += f" [plug + {k} retrieved item{'s' if k > 1 else ''}]"
             shown = _shown_metrics(loaded.metadata.metrics)
             plugs.append(name + (f" ({shown})" if shown else ""))
         return f"{self.engine.describe()} · plugs: {'; '.join(plugs)}"
@@ -276,11 +279,23 @@ class StudioService:
             raise PersonaDemoError("Type an input first.")
         loaded = self.task(task_key)
         texts = self._persona_texts(persona_id)
-        prompt = loaded.task.prompt(user_input)
+        prompt = plain_prompt = loaded.task.prompt(user_input)
+        k = retrieval_k(loaded.metadata)
+        if (
+            k and loaded.task.lamp_task
+        ):  # a hybrid plug: its soft tokens plus the persona's top-k items as text
+            items = self.history(persona_id)
+            prompt = hybrid_prompt(loaded.task.lamp_task, plain_prompt, user_input.strip(), items, k)
         last = None
         with torch.no_grad():
             for last in self.engine.stream_compare(
-                prompt, texts, options.validated(), strength, query=user_input.strip(), plug=loaded.plug
+                prompt,
+                texts,
+                options.validated(),
+                strength,
+                query=user_input.strip(),
+                plug=loaded.plug,
+                plain_prompt=plain_prompt,
             ):
                 yield last, texts
         if last is not None:

@@ -23,6 +23,8 @@ class StudioTask:
     """Prompt with an `{input}` slot."""
     example: str
     """A sample input shown in the input box's placeholder."""
+    lamp_task: int | None = None
+    """The LaMP task whose item templates render retrieved history items (hybrid plugs), if any."""
 
     def prompt(self, user_input: str) -> str:
         return self.template.replace("{input}", user_input.strip())
@@ -36,12 +38,14 @@ KNOWN_TASKS: dict[str, StudioTask] = {
             "News headline",
             "Generate a headline for the following article: {input}",
             "Paste a news article; the plug writes the headline this persona would.",
+            4,
         ),
         StudioTask(
             "acl_title",
             "Paper title",
             "Generate a title for the following abstract of a paper: {input}",
             "Paste a paper abstract; the plug writes the title this persona would.",
+            5,
         ),
         StudioTask(
             "amazon_mi_rating",
@@ -49,6 +53,7 @@ KNOWN_TASKS: dict[str, StudioTask] = {
             "What is the score of the following review on a scale of 1 to 5? just answer with 1, 2, 3, 4, "
             "or 5 without further explanation. review: {input}",
             "Paste a product review; the plug predicts the stars this persona would give.",
+            3,
         ),
     )
 }
