@@ -182,7 +182,10 @@ def bench_persona_update(engine: PersonaEngine, config: BenchConfig) -> dict:
         service = StudioService(engine, store, plugs_dir=Path(folder))  # no task plugs needed
         for size in config.update_sizes:
             pid = store.create_persona(f"persona with {size} items")
-            store.add_items(pid, [f"History note {j} of persona {size}: a short text." for j in range(size)])
+            # The timed adds must fit under the store's per-persona cap (10,000): the largest persona starts
+            # `repeats` items short of it and ends exactly there.
+            base = min(size, store.limits.max_items - config.repeats)
+            store.add_items(pid, [f"History note {j} of persona {size}: a short text." for j in range(base)])
             service.refresh_embedding(pid)  # steady state: the persona's embedding exists
             counter = iter(range(10**6))
             seconds = median_time(
