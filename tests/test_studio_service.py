@@ -273,3 +273,19 @@ def test_hybrid_plug_reads_its_own_personas_top_item_as_text(studio_service, mon
         if item.title
     ]
     assert others and not any(f'"{title}"' in retrieved for title in others)
+
+
+def test_rating_task_answers_with_a_star_and_its_distribution(studio_service):
+    """The rating task scores the five stars (as evaluate does) instead of parsing free text like "1. 1"."""
+    pid = studio_service.personas("botanist")[0].id
+    review = "Sturdy trowel, the handle fits my hand and it survived a season of clay soil."
+    steps = list(
+        studio_service.stream_compare(pid, "amazon_mi_rating", review, GenerationOptions(max_new_tokens=4))
+    )
+    result, texts = steps[-1]
+    for column in (result.with_plug, result.without_plug):
+        answer, spread = column.split("   ", 1)
+        assert answer in {"1", "2", "3", "4", "5"}
+        assert [part.split(":")[0] for part in spread.strip("()").split(" · ")] == ["1", "2", "3", "4", "5"]
+    assert len(result.weights) == len(texts)
+    assert studio_service.store.list_generations(pid)[0].output_personal == result.with_plug

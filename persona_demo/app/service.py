@@ -23,6 +23,7 @@ from ..engine.engine import Comparison, PersonaEngine
 from ..engine.generation import GenerationOptions
 from ..engine.plug import PersonaPlug
 from ..errors import PersonaDemoError
+from ..experiments.labels import choose_label, label_log_probs
 from .args import row_id
 from .hybrid import hybrid_prompt, retrieval_k
 from .tasks import FREE_TASK, VOICE_PLUG, StudioTask, shipped_tasks
@@ -281,22 +282,26 @@ class StudioService:
         texts = self._persona_texts(persona_id)
         prompt = plain_prompt = loaded.task.prompt(user_input)
         k = retrieval_k(loaded.metadata)
-        if (
-            k and loaded.task.lamp_task
-        ):  # a hybrid plug: its soft tokens plus the persona's top-k items as text
+        if k and loaded.task.lamp_task:  # hybrid plug: soft tokens plus the persona's top-k items as text
             items = self.history(persona_id)
             prompt = hybrid_prompt(loaded.task.lamp_task, plain_prompt, user_input.strip(), items, k)
         last = None
         with torch.no_grad():
-            for last in self.engine.stream_compare(
-                prompt,
-                texts,
-                options.validated(),
-                strength,
-                query=user_input.strip(),
-                plug=loaded.plug,
-                plain_prompt=plain_prompt,
-            ):
+            if loaded.task.labels:  # ratings: score the stars, as evaluate does, instead of parsing free text
+                comparisons = self._label_comparison(
+                    loaded, prompt, plain_prompt, texts, user_input, strength
+                )
+            else:
+                comparisons = self.engine.stream_compare(
+                    prompt,
+                    texts,
+                    options.validated(),
+                    strength,
+                    query=user_input.strip(),
+                    plug=loaded.plug,
+                    plain_prompt=plain_prompt,
+                )
+            for last in comparisons:
                 yield last, texts
         if last is not None:
             self.store.log_generation(
@@ -307,6 +312,30 @@ class StudioService:
                 output_personal=last.with_plug,
                 settings={"max_new_tokens": options.max_new_tokens, "strength": strength},
             )
+
+    def _label_comparison(
+        self,
+        loaded: LoadedTask,
+        prompt: str,
+        plain_prompt: str,
+        texts: list[str],
+        user_input: str,
+        strength: float,
+    ) -> Iterator[Comparison]:
+        """Both columns as the chosen label and the distribution over the labels (one step, no streaming)."""
+        started = time.perf_counter()
+        plugged, _, weights = self.engine.rows(prompt, texts, strength, user_input.strip(), loaded.plug)
+        labels, kind = loaded.task.labels, loaded.task.kind
+        soft, mask = plugged.soft_tokens.unsqueeze(0), plugged.soft_mask.unsqueeze(0)
+        with_plug = label_log_probs(self.engine, [prompt], labels, soft, mask)
+        without_plug = label_log_probs(self.engine, [plain_prompt], labels)
+
+        def shown(log_probs: torch.Tensor) -> str:
+            answer = choose_label(log_probs, labels, kind)[0]
+            spread = " · ".join(f"{label}: {p:.0%}" for label, p in zip(labels, log_probs[0].exp().tolist()))
+            return f"{answer}   ({spread})"
+
+        yield Comparison(shown(with_plug), shown(without_plug), weights, time.perf_counter() - started)
 
     def stream_chat(
         self,

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data.lamp import get_task
+
 FREE_PROMPT = "free"
 VOICE_PLUG = "persona_voice"
 """The plug trained to carry a person's voice into open-ended writing: the default for free prompts and chat."""
@@ -28,6 +30,15 @@ class StudioTask:
 
     def prompt(self, user_input: str) -> str:
         return self.template.replace("{input}", user_input.strip())
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The answer set of a rating/classification task (answered by scoring it), else ()."""
+        return get_task(self.lamp_task).labels if self.lamp_task else ()
+
+    @property
+    def kind(self) -> str:
+        return get_task(self.lamp_task).kind if self.lamp_task else "generation"
 
 
 KNOWN_TASKS: dict[str, StudioTask] = {
