@@ -123,7 +123,7 @@ RECORD_METHODS = ("pplug", "pplug+bm25")
 
 def default_k(engine, method: str) -> int:
     """A hybrid plug is read with the retrieved items it was trained with; everything else retrieves 1."""
-    trained_k = int((engine.plug_metadata.training or {}).get("retrieval_k") or 0)
+    trained_k = engine.plug_metadata.retrieval_k
     return trained_k if method.startswith("pplug+") and trained_k > 0 else 1
 
 

@@ -147,11 +147,15 @@ def test_hybrid_reads_as_many_items_as_its_plug_was_trained_with():
     from types import SimpleNamespace
 
     from persona_demo.cli_evaluate import default_k
+    from persona_demo.engine.checkpoint import PlugMetadata
+    from persona_demo.engine.plug import PlugConfig
 
     def engine(training):
-        return SimpleNamespace(plug_metadata=SimpleNamespace(training=training))
+        config = PlugConfig(encoder_dim=4, llm_dim=4, token_norm=1.0)
+        return SimpleNamespace(plug_metadata=PlugMetadata("llm", "enc", config, training=training))
 
     assert default_k(engine({"retrieval_k": 3}), "pplug+bm25") == 3
     assert default_k(engine({"retrieval_k": 3}), "pplug+bm25-shuffled") == 3
     assert default_k(engine({"retrieval_k": 3}), "bm25") == 1  # text-only baselines keep LaMP's k=1
     assert default_k(engine({}), "pplug+bm25") == 1
+    assert default_k(engine({"retrieval_k": "junk"}), "pplug+bm25") == 1

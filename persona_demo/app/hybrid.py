@@ -11,16 +11,7 @@ from typing import Any
 
 from ..data.ingest import HistoryItem
 from ..data.lamp import LampExample, get_task
-from ..engine.checkpoint import PlugMetadata
 from ..experiments.retrieval import build_rag_prompt
-
-
-def retrieval_k(metadata: PlugMetadata) -> int:
-    """How many items a plug reads as text: what it was trained with (`train --retrieval-k`), else 0."""
-    try:
-        return max(0, int((metadata.training or {}).get("retrieval_k") or 0))
-    except (TypeError, ValueError):
-        return 0
 
 
 def lamp_profile(items: Sequence[HistoryItem]) -> list[dict[str, Any]]:

@@ -25,7 +25,7 @@ from ..engine.plug import PersonaPlug
 from ..errors import PersonaDemoError
 from ..experiments.labels import choose_label, label_log_probs
 from .args import row_id
-from .hybrid import hybrid_prompt, retrieval_k
+from .hybrid import hybrid_prompt
 from .tasks import FREE_TASK, VOICE_PLUG, StudioTask, shipped_tasks
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ class StudioService:
         plugs = []
         for key, loaded in self.tasks.items():
             name = f"free prompt & chat: {loaded.metadata.task}" if key == FREE_TASK.key else key
-            if (k := retrieval_k(loaded.metadata)) and loaded.task.lamp_task:
+            if (k := loaded.metadata.retrieval_k) and loaded.task.lamp_task:
                 name += f" [plug + {k} retrieved item{'s' if k > 1 else ''}]"
             shown = _shown_metrics(loaded.metadata.metrics)
             plugs.append(name + (f" ({shown})" if shown else ""))
@@ -281,7 +281,7 @@ class StudioService:
         loaded = self.task(task_key)
         texts = self._persona_texts(persona_id)
         prompt = plain_prompt = loaded.task.prompt(user_input)
-        k = retrieval_k(loaded.metadata)
+        k = loaded.metadata.retrieval_k
         if k and loaded.task.lamp_task:  # hybrid plug: soft tokens plus the persona's top-k items as text
             items = self.history(persona_id)
             prompt = hybrid_prompt(loaded.task.lamp_task, plain_prompt, user_input.strip(), items, k)

@@ -34,6 +34,14 @@ class PlugMetadata:
     training: dict[str, object] = field(default_factory=dict)
     metrics: dict[str, object] = field(default_factory=dict)
 
+    @property
+    def retrieval_k(self) -> int:
+        """Items the plug reads as text beside its soft tokens (`train --retrieval-k`); 0 for a plain plug."""
+        try:
+            return max(0, int((self.training or {}).get("retrieval_k") or 0))  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            return 0
+
     def to_dict(self) -> dict[str, object]:
         return {
             "format": FORMAT,
