@@ -110,7 +110,7 @@ class FrozenLLM:
         limit = self.context_length
         if limit is None:
             return
-        longest = max(len(r.prompt_ids) + len(r.target_ids) + _soft_len(r) for r in rows) + max_new_tokens
+        longest = max(len(r.prompt_ids) + len(r.target_ids) + soft_len(r) for r in rows) + max_new_tokens
         if longest > limit:
             raise PersonaDemoError(
                 f"The prompt is too long for this model: {longest} tokens with the persona and the answer, "
@@ -179,7 +179,7 @@ class FrozenLLM:
             logits = self.model(inputs_embeds=embeds, attention_mask=mask).logits
             labels = torch.full(mask.shape, -100, dtype=torch.long, device=embeds.device)
             for i, r in enumerate(rows):
-                start = _soft_len(r) + len(r.prompt_ids)
+                start = soft_len(r) + len(r.prompt_ids)
                 labels[i, start : start + len(r.target_ids)] = torch.tensor(r.target_ids)
             target_logits, labels = logits[:, :-1], labels[:, 1:]
         nll = F.cross_entropy(
@@ -248,7 +248,8 @@ class FrozenLLM:
         return [row.tolist() for row in out]
 
 
-def _soft_len(row: Row) -> int:
+def soft_len(row: Row) -> int:
+    """Positions the row's soft tokens take in front of its prompt (0 without a plug)."""
     return 0 if row.soft_tokens is None else int(row.soft_tokens.shape[0])
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -18,13 +17,13 @@ from tqdm.auto import tqdm
 
 from ..data.lamp import LampDataset, LampExample, load_split, write_predictions
 from ..engine.engine import PersonaEngine
-from ..engine.generation import GenerationOptions, Row
+from ..engine.generation import GenerationOptions, Row, soft_len
 from ..errors import PersonaDemoError
 from .distributed import Single
 from .labels import choose_label, label_log_probs
 from .metrics import compute_metrics
 from .nll import derangement
-from .retrieval import build_rag_prompt
+from .retrieval import rag_prompt_builder
 
 METHODS = (
     "none",
@@ -69,17 +68,15 @@ def method_inputs(
     spec = dataset.spec
     histories = [spec.history_texts(e.profile) for e in examples]
     users = [e.user_id or e.id for e in examples]
-    prompt_examples = examples
+    source = list(range(len(examples)))  # whose items each example's plug (and retrieval) reads
     if method in {"pplug-shuffled", "pplug+bm25-shuffled"}:
-        other = derangement(users, seed)
-        histories = [histories[j] for j in other]
-        if method == "pplug+bm25-shuffled":
-            prompt_examples = [replace(e, profile=examples[j].profile) for e, j in zip(examples, other)]
+        source = derangement(users, seed)
+        histories = [histories[j] for j in source]
     if method == "pplug-no-history":
         histories = [[] for _ in examples]
     if method in RAG_METHODS:
-        ranker = RAG_METHODS[method]
-        return [build_rag_prompt(dataset.task, e, k, ranker=ranker) for e in prompt_examples], histories
+        build = rag_prompt_builder(dataset.task, examples, k, RAG_METHODS[method])
+        return [build(i, j) for i, j in enumerate(source)], histories
     return [e.input for e in examples], histories
 
 
@@ -137,9 +134,7 @@ def evaluate(
                 out = engine.plug_output([examples[i].query for i in chunk], [histories[i] for i in chunk])
             for j, row in enumerate(rows):
                 row.soft_tokens, row.soft_mask = out.soft_tokens[j], out.soft_mask[j]
-        prompt_tokens += sum(
-            len(r.prompt_ids) + (0 if r.soft_tokens is None else len(r.soft_tokens)) for r in rows
-        )
+        prompt_tokens += sum(len(r.prompt_ids) + soft_len(r) for r in rows)
         if decode == "labels":
             soft = None if rows[0].soft_tokens is None else torch.stack([r.soft_tokens for r in rows])
             mask = None if rows[0].soft_mask is None else torch.stack([r.soft_mask for r in rows])

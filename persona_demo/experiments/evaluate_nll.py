@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 from ..data.voice import is_voice_file, load_voice_split
@@ -14,7 +12,7 @@ from ..engine.engine import PersonaEngine
 from ..errors import PersonaDemoError
 from .evaluate import gold_examples
 from .nll import METHOD_CONDITION, ScoringItem, nll_report
-from .retrieval import build_rag_prompt
+from .retrieval import rag_prompt_builder
 
 VOICE_TASK = "persona-voice"
 VOICE_METHODS = ("none", "pplug", "pplug-shuffled", "pplug-no-history")
@@ -37,16 +35,6 @@ def voice_items(path: Path, split: str, limit: int) -> list[ScoringItem]:
         ScoringItem(e.user, e.prompt, e.history, e.target, e.prompt)
         for e in load_voice_split(path, "dev", limit_users=limit)
     ]
-
-
-def rag_prompt_builder(task: int, examples: list, k: int) -> Callable[[int, int], str]:
-    """prompt(i, j): example i's input with the top-k BM25 items of example j's profile — the user's own
-    (j = i) or another user's (the shuffled control), always ranked against example i's own query."""
-
-    def prompt(i: int, j: int) -> str:
-        return build_rag_prompt(task, replace(examples[i], profile=examples[j].profile), k, "bm25")
-
-    return prompt
 
 
 def evaluate_nll(

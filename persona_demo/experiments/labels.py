@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from ..engine.engine import PersonaEngine
-from ..engine.generation import Row
+from ..engine.generation import Row, soft_len
 from .nll import scoring_row
 
 
@@ -47,9 +47,7 @@ def label_log_probs(
             Row(r.prompt_ids, r.soft_tokens, r.soft_mask) for r in (row(i, "") for i in range(len(prompts)))
         ]
         logits = engine.llm.logits(rows)
-        last = torch.tensor(
-            [len(r.prompt_ids) + (0 if r.soft_tokens is None else len(r.soft_tokens)) - 1 for r in rows]
-        )
+        last = torch.tensor([soft_len(r) + len(r.prompt_ids) - 1 for r in rows])
         scores = logits[torch.arange(len(rows)), last][:, first_ids].float()
     else:
         nll, _ = engine.llm.token_nll([row(i, label) for i in range(len(prompts)) for label in labels])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Literal
 
 from persona_demo.data.lamp import LampExample, LampTask, get_task
@@ -206,3 +207,15 @@ def build_rag_prompt(
             return prompt
         factor = round(factor - 0.1, 10)
     return example.input
+
+
+def rag_prompt_builder(
+    task: int | str | LampTask, examples: Sequence[LampExample], k: int, ranker: Ranker = "bm25"
+) -> Callable[[int, int], str]:
+    """prompt(i, j): example i's input with the top-k items of example j's profile — the user's own (j = i) or
+    another user's (the shuffled controls), always ranked against example i's own query."""
+
+    def prompt(i: int, j: int) -> str:
+        return build_rag_prompt(task, replace(examples[i], profile=examples[j].profile), k, ranker)
+
+    return prompt
