@@ -2,13 +2,36 @@
 
 from __future__ import annotations
 
-from persona_demo.experiments.bench import TARGETS, _meets, interleaved, table
+import pytest
+
+from persona_demo.experiments.bench import (
+    TARGETS,
+    BenchConfig,
+    _meets,
+    encode_history_texts,
+    interleaved,
+    table,
+)
 
 
 def test_interleaved_alternates_and_warms_up_once():
     calls: list[str] = []
     interleaved(lambda i: calls.append(f"a{i}"), lambda i: calls.append(f"b{i}"), repeats=2)
     assert calls == ["a-1", "b-1", "a0", "b0", "a1", "b1"]
+
+
+def test_interleaved_ratio_is_the_median_of_pair_ratios():
+    """Pairs run back to back, so the ratio follows each pair (a fake clock: no timing is asserted)."""
+    now = [0.0]
+    # warm-up pair, then (a, b) pairs: a is 10% slower than b in each, while the machine slows down 2x
+    durations = iter([9.0, 9.0, 1.1, 1.0, 1.1, 1.0, 2.2, 2.0, 2.2, 2.0])
+
+    def work(_: int) -> None:
+        now[0] += next(durations)
+
+    timing = interleaved(work, work, repeats=4, clock=lambda: now[0])
+    assert abs(timing.ratio - 1.1) < 1e-9
+    assert (timing.a_s, timing.b_s) == pytest.approx((1.65, 1.5))
 
 
 def test_targets_and_table():
@@ -65,3 +88,10 @@ def test_table_reports_train_scaling():
         "| train_scaling (global batch 8) | 1 process 2.00, 2 processes 2.50 examples/s (×1.25); "
         "communication 10% of a 2-process step | report | |"
     ) in table(results)
+
+
+def test_encode_history_is_1000_distinct_texts_without_data():
+    """--quick has no LaMP folder: the synthetic personas' histories overlap, so it must top up to 1,000."""
+    texts = encode_history_texts(BenchConfig(quick=True), 1064)
+    assert len(texts) == 1064
+    assert len(set(texts)) == 1064
