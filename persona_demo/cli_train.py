@@ -45,6 +45,19 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> None:
         help="train for the pplug+bm25 prompt: the top-k BM25 items of the user's history as text (0 = none)",
     )
     parser.add_argument(
+        "--contrastive",
+        type=float,
+        default=0.0,
+        help="weight of a hinge that makes the gold likelier under the user's own history than under "
+        "another user's (0 = the paper's loss alone); doubles the forward passes per step",
+    )
+    parser.add_argument(
+        "--contrastive-margin",
+        type=float,
+        default=0.1,
+        help="nats per target token by which the own history must beat another user's",
+    )
+    parser.add_argument(
         "--init",
         type=Path,
         help="start from this plug's weights (e.g. a shipped plug, with more --persona-tokens)",
@@ -77,6 +90,8 @@ def run_train(args: argparse.Namespace) -> int:
         eval_every=args.eval_every,
         eval_limit=args.eval_limit,
         retrieval_k=args.retrieval_k,
+        contrastive=args.contrastive,
+        contrastive_margin=args.contrastive_margin,
     ).validated()
     # Accelerate only under `accelerate launch`; a plain run is one process as before.
     dist = distributed.current(config.grad_accum, config.batch_size)

@@ -189,3 +189,63 @@ def test_retrieval_k_trains_on_the_hybrid_prompt(tmp_path):
         assert (h.query, h.history, h.target) == (p.query, p.history, p.target)
     with pytest.raises(PersonaDemoError, match="retrieval-k"):
         TrainConfig(retrieval_k=-1).validated()
+
+
+def test_contrastive_negatives_are_another_users_history_and_items(tmp_path):
+    """--contrastive: each example's negative is another user's history; with retrieval, that user's items
+    ranked against this example's own question (never its own items, never another question)."""
+    from persona_demo.data.lamp import load_split
+    from persona_demo.experiments.train import to_examples
+
+    write_lamp4(tmp_path)
+    dataset = load_split(tmp_path, "train")
+    examples = to_examples(dataset, retrieval_k=1, shuffle_seed=0)
+    for e, lamp in zip(examples, dataset.examples):
+        own_hobby = e.prompt.split("about ")[-1].rstrip(".")
+        assert e.shuffled_history and e.shuffled_history != e.history
+        assert not any(own_hobby in text for text in e.shuffled_history)
+        assert e.shuffled_prompt.endswith(lamp.input)  # this example's own question
+        assert own_hobby.title() + " news" not in e.shuffled_prompt
+    assert to_examples(dataset)[0].shuffled_history == []  # off unless asked
+
+
+def test_contrastive_term_penalises_only_a_shortfall_and_has_gradients(engine, tmp_path):
+    """The hinge is relu(margin − (NLL_shuffled − NLL_own)) per example: 0 when own beats shuffled by the
+    margin, and otherwise it moves the plug (the term reaches the plug's parameters)."""
+
+    from persona_demo.data.lamp import load_split
+    from persona_demo.experiments.train import PlugTrainer, to_examples
+
+    write_lamp4(tmp_path)
+    _fresh_plug(engine)
+    examples = to_examples(load_split(tmp_path, "train"), shuffle_seed=0)
+    rng = random.Random(0)
+    trainer = PlugTrainer(engine, TrainConfig(contrastive=1.0, contrastive_margin=100.0))
+    own, counts = trainer.row_nll(examples, [e.history for e in examples])
+    hinge, gap = trainer.contrastive_sum(examples, own, counts, rng)
+    assert hinge.item() == pytest.approx(len(examples) * 100.0 - gap * len(examples), rel=1e-4)
+    hinge.backward()
+    grads = [p.grad for p in engine.plug.parameters() if p.grad is not None]
+    assert grads and any(float(g.abs().sum()) > 0 for g in grads)
+    engine.plug.zero_grad()
+    lenient = PlugTrainer(engine, TrainConfig(contrastive=1.0, contrastive_margin=0.0))
+    own, counts = lenient.row_nll(examples, [e.history for e in examples])
+    hinge, gap = lenient.contrastive_sum(examples, own, counts, rng)
+    assert float(hinge.detach()) >= 0
+    with pytest.raises(PersonaDemoError, match="contrastive"):
+        TrainConfig(contrastive=-1).validated()
+    with pytest.raises(PersonaDemoError, match="another user's history"):
+        trainer.contrastive_sum(to_examples(load_split(tmp_path, "train")), own, counts, rng)
+
+
+def test_contrastive_training_runs_and_records_its_settings(engine, tmp_path):
+    write_lamp4(tmp_path)
+    _fresh_plug(engine)
+    out = tmp_path / "c.safetensors"
+    config = TrainConfig(max_steps=2, batch_size=4, lr=1e-2, eval_every=1, warmup_ratio=0.0, contrastive=0.5)
+    result = train_plug(engine, tmp_path, out, config)
+    assert result["steps"] == 2
+    metadata = read_metadata(out)
+    assert metadata.training["contrastive"] == 0.5
+    assert metadata.metrics["dev_score"] >= metadata.metrics["dev_nll"] > 0  # NLL + a hinge ≥ 0
+    assert result["dev_score_best"] == pytest.approx(metadata.metrics["dev_score"])

@@ -4,6 +4,10 @@ Frozen LLM, frozen (cached) history embeddings; trainable projectors + instructi
 warmup/decay, gradient accumulation, the official code's history-dropout augmentation (applied on the fly:
 with probability 10/11 an example loses int(n·U(0, 0.5)) + 1 of its items, as the ×10 copies + original do),
 periodic dev NLL, best checkpoint kept, seeded.
+
+Optional contrastive term (issue 11): the paper's loss alone lets P_u become a task token that any user's history
+produces. With `contrastive > 0`, each target must also be likelier under its user's own history than under
+another user's (a fixed seeded derangement) by `contrastive_margin` nats/token, or pay the shortfall.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -24,8 +28,8 @@ from ..engine.engine import PersonaEngine
 from ..engine.generation import Row
 from ..errors import PersonaDemoError
 from .distributed import Single
-from .nll import scoring_row
-from .retrieval import build_rag_prompt
+from .nll import derangement, scoring_row
+from .retrieval import rag_prompt_builder
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,10 @@ class TrainConfig:
     retrieval_k: int = 0
     """>0: each prompt carries the top-k BM25 items of the user's own history as text (LaMP's template), so
     the plug learns for the `pplug+bm25` prompt it is evaluated and served with."""
+    contrastive: float = 0.0
+    """Weight of the own-vs-another-user hinge (0 = the paper's loss alone)."""
+    contrastive_margin: float = 0.1
+    """Nats per target token by which the user's own history must beat another user's."""
 
     def validated(self) -> TrainConfig:
         if self.batch_size < 1 or self.grad_accum < 1:
@@ -58,6 +66,8 @@ class TrainConfig:
             raise PersonaDemoError("--lr must be between 0 and 1")
         if not 0 <= self.retrieval_k <= 16:
             raise PersonaDemoError("--retrieval-k must be between 0 (no retrieved text) and 16")
+        if self.contrastive < 0 or self.contrastive_margin < 0:
+            raise PersonaDemoError("--contrastive and --contrastive-margin must be 0 or more")
         if self.epochs <= 0 and self.max_steps <= 0:
             raise PersonaDemoError("give --epochs > 0 or --max-steps > 0")
         return self
@@ -72,20 +82,42 @@ class Example:
     history: list[str]
     target: str
     user: str = ""
+    shuffled_prompt: str = ""
+    """The same question as another user would see it (their retrieved items, if any): the contrastive term."""
+    shuffled_history: list[str] = field(default_factory=list)
+    """Another user's history (the contrastive term's negative)."""
 
 
-def to_examples(dataset: LampDataset, limit: int = 0, retrieval_k: int = 0) -> list[Example]:
+def to_examples(
+    dataset: LampDataset, limit: int = 0, retrieval_k: int = 0, shuffle_seed: int | None = None
+) -> list[Example]:
+    """Training/dev examples; with `shuffle_seed`, each also carries another user's history (and, with
+    `retrieval_k`, the prompt built from that user's items ranked against this question)."""
     spec = dataset.spec
-    out = []
-    for e in dataset.examples[: limit or None]:
-        if not e.target:
-            continue
-        history = spec.history_texts(e.profile)
-        prompt = build_rag_prompt(dataset.task, e, retrieval_k, "bm25") if retrieval_k else e.input
-        out.append(Example(prompt, e.query or e.input, history, e.target, e.user_id or e.id))
-    if not out:
+    kept = [e for e in dataset.examples[: limit or None] if e.target]
+    if not kept:
         raise PersonaDemoError(f"{dataset.source}: no examples with a target to train on")
+    rag = rag_prompt_builder(dataset.task, kept, retrieval_k, "bm25") if retrieval_k else None
+    out = []
+    for i, e in enumerate(kept):
+        prompt = rag(i, i) if rag else e.input
+        out.append(
+            Example(prompt, e.query or e.input, spec.history_texts(e.profile), e.target, e.user_id or e.id)
+        )
+    if shuffle_seed is not None:
+        attach_shuffled(out, shuffle_seed, lambda i, j: rag(i, j) if rag else out[i].prompt)
     return out
+
+
+def attach_shuffled(
+    examples: list[Example], seed: int, prompt_for: Callable[[int, int], str] | None = None
+) -> None:
+    """Give example i the history of example j(i) of another user; `prompt_for(i, j)` rebuilds i's prompt
+    with j's retrieved items (default: i's own prompt, for prompts without retrieved text)."""
+    donors = derangement([e.user or str(i) for i, e in enumerate(examples)], seed)
+    for i, (example, j) in enumerate(zip(examples, donors)):
+        example.shuffled_history = examples[j].history
+        example.shuffled_prompt = prompt_for(i, j) if prompt_for else example.prompt
 
 
 VOICE_TARGETS_PER_USER = 3
@@ -138,40 +170,82 @@ class PlugTrainer:
         self.forward_plug: torch.nn.Module | None = None
         """The plug as the forward pass sees it while training (DDP-wrapped across processes)."""
 
-    def row(self, example: Example, soft: torch.Tensor, soft_mask: torch.Tensor) -> Row:
+    def row(self, prompt: str, target: str, soft: torch.Tensor, soft_mask: torch.Tensor) -> Row:
         """The same teacher-forcing row as evaluation's NLL (cut prompt, cut target + EOS)."""
         cfg = self.config
         return scoring_row(
             self.engine,
-            example.prompt,
-            example.target,
+            prompt,
+            target,
             soft,
             soft_mask,
             cfg.max_prompt_tokens,
             cfg.max_target_tokens,
         )
 
+    def row_nll(
+        self, batch: list[Example], histories: list[list[str]], prompts: list[str] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-example summed target NLL and token counts, with these histories (and prompts)."""
+        out = self.engine.plug_output([e.query for e in batch], histories, plug=self.forward_plug)
+        prompts = prompts or [e.prompt for e in batch]
+        rows = [
+            self.row(p, e.target, out.soft_tokens[i], out.soft_mask[i])
+            for i, (p, e) in enumerate(zip(prompts, batch))
+        ]
+        with self.dist.autocast(self.config.autocast_bf16, self.engine.loaded_llm.device):
+            nll, counts = self.engine.llm.token_nll(rows)
+        return nll.float(), counts
+
     def batch_nll(
         self, batch: list[Example], histories: list[list[str]]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.engine.plug_output([e.query for e in batch], histories, plug=self.forward_plug)
-        rows = [self.row(e, out.soft_tokens[i], out.soft_mask[i]) for i, e in enumerate(batch)]
-        with self.dist.autocast(self.config.autocast_bf16, self.engine.loaded_llm.device):
-            nll, counts = self.engine.llm.token_nll(rows)
-        return nll.float().sum(), counts.sum()
+        nll, counts = self.row_nll(batch, histories)
+        return nll.sum(), counts.sum()
 
-    @torch.no_grad()
+    def contrastive_sum(
+        self,
+        batch: list[Example],
+        own_nll: torch.Tensor,
+        counts: torch.Tensor,
+        rng: random.Random | None,
+    ) -> tuple[torch.Tensor, float]:
+        """Σ over examples of relu(margin − (NLL_shuffled − NLL_own)) in nats/token, and the mean gap.
+
+        The negative is the same question with another user's history (and retrieved items): only what
+        differs between users can pay the margin, so the term rewards personal signal, not task fit."""
+        if any(not e.shuffled_history for e in batch):
+            raise PersonaDemoError("the contrastive term needs examples built with another user's history")
+        histories = [e.shuffled_history[-self.config.max_history :] for e in batch]
+        if rng is not None:  # training: the same augmentation as the own history
+            histories = [history_dropout(h, rng) for h in histories]
+        shuffled_nll, _ = self.row_nll(batch, histories, [e.shuffled_prompt for e in batch])
+        gap = (shuffled_nll - own_nll) / counts.clamp(min=1)
+        hinge = torch.relu(self.config.contrastive_margin - gap)
+        return hinge.sum(), float(gap.detach().mean())
+
     def dev_nll(self, dev: list[Example]) -> float:
         """Mean target-token NLL (nats) on dev examples, full histories (each process scores its share)."""
+        return self.dev_scores(dev)["nll"]
+
+    @torch.no_grad()
+    def dev_scores(self, dev: list[Example]) -> dict[str, float]:
+        """Dev NLL, and the score that picks the best checkpoint: the NLL, plus (with the contrastive term)
+        its weighted mean hinge on dev, i.e. the training objective, so a plug that trades a little NLL for
+        personal signal can win."""
         self.engine.plug.eval()
-        total, count = 0.0, 0
+        total, count, hinge_total = 0.0, 0, 0.0
         for start in self.dist.round_robin(range(0, len(dev), self.config.batch_size)):
             batch = dev[start : start + self.config.batch_size]
-            nll, n = self.batch_nll(batch, [e.history[-self.config.max_history :] for e in batch])
-            total, count = total + float(nll), count + int(n)
+            nll, n = self.row_nll(batch, [e.history[-self.config.max_history :] for e in batch])
+            total, count = total + float(nll.sum()), count + int(n.sum())
+            if self.config.contrastive:
+                hinge_total += float(self.contrastive_sum(batch, nll, n, None)[0])
         if self.dist.num_processes > 1:
-            total, count = self.dist.sum(torch.tensor([total, float(count)], dtype=torch.float64)).tolist()
-        return total / max(count, 1)
+            sums = torch.tensor([total, float(count), hinge_total], dtype=torch.float64)
+            total, count, hinge_total = self.dist.sum(sums).tolist()
+        nll, hinge = total / max(count, 1), hinge_total / max(len(dev), 1)
+        return {"nll": nll, "hinge": hinge, "score": nll + self.config.contrastive * hinge}
 
     @torch.no_grad()
     def dev_diagnostics(self, dev: list[Example]) -> dict[str, float]:
@@ -230,8 +304,11 @@ class PlugTrainer:
             torch.manual_seed(cfg.seed)
             rng = random.Random(cfg.seed)
             start, order = 0, []
-            best = self.dev_nll(dev) if dev else math.inf
-            history_log = {"dev_nll_start": best, **self._diagnostics_log(dev, "start")}
+            scores = self.dev_scores(dev) if dev else {"nll": math.inf, "score": math.inf}
+            best = scores["score"]
+            history_log = {"dev_nll_start": scores["nll"], **self._diagnostics_log(dev, "start")}
+            if cfg.contrastive and dev:
+                history_log |= {"dev_score_start": best, "dev_nll": scores["nll"]}
             if dev:  # the untrained plug is the first candidate: `out` always holds the best so far
                 self._save(out, metadata, 0, best, history_log)
         bar = tqdm(
@@ -245,7 +322,7 @@ class PlugTrainer:
         for step in bar:
             plug.train()
             optimizer.zero_grad()
-            loss_sum = 0.0
+            loss_sum, gap_sum = 0.0, 0.0
             for _ in range(cfg.grad_accum):
                 if len(order) < cfg.batch_size:
                     fresh = list(range(len(train)))
@@ -257,23 +334,35 @@ class PlugTrainer:
                 # Every process drew the same global batch (same RNG use); each scores its share. The loss is
                 # over the global token count, times the process count that DDP's gradient mean divides by.
                 with self.dist.accumulate(self.forward_plug):
-                    nll, count = self.batch_nll(self.dist.shard(batch), self.dist.shard(histories))
-                    loss = nll * self.dist.num_processes / self.dist.sum(count)
+                    shard = self.dist.shard(batch)
+                    rows_nll, counts = self.row_nll(shard, self.dist.shard(histories))
+                    loss = rows_nll.sum() * self.dist.num_processes / self.dist.sum(counts.sum())
+                    if cfg.contrastive:
+                        hinge, gap = self.contrastive_sum(shard, rows_nll, counts, rng)
+                        rows = self.dist.sum(torch.tensor(float(len(shard)), device=hinge.device))
+                        loss = loss + cfg.contrastive * hinge * self.dist.num_processes / rows
+                        gap_sum += gap / cfg.grad_accum
                     self.dist.backward(loss, cfg.grad_accum)
                 loss_sum += float(loss.detach()) / cfg.grad_accum
             optimizer.step()
             schedule.step()
-            bar.set_postfix(loss=f"{loss_sum:.3f}")
+            bar.set_postfix(loss=f"{loss_sum:.3f}", **({"gap": f"{gap_sum:+.3f}"} if cfg.contrastive else {}))
             done = step + 1
             if dev and (done % cfg.eval_every == 0 or done == total):
-                current = self.dev_nll(dev)
+                scores = self.dev_scores(dev)
+                current = scores["score"]
                 diagnostics = self._diagnostics_log(dev, "last")
                 history_log.update(diagnostics)
                 if self.dist.is_main:
                     shown = ", ".join(f"{k.removesuffix('_last')} {v:.3f}" for k, v in diagnostics.items())
-                    bar.write(f"step {done}: dev NLL {current:.4f} (best {best:.4f}); {shown}")
+                    if cfg.contrastive:
+                        shown += f", dev NLL {scores['nll']:.4f}, dev hinge {scores['hinge']:.4f}"
+                    label = "dev NLL + contrastive" if cfg.contrastive else "dev NLL"
+                    bar.write(f"step {done}: {label} {current:.4f} (best {best:.4f}); {shown}")
                 if current < best:
                     best = current
+                    if cfg.contrastive:
+                        history_log["dev_nll"] = scores["nll"]
                     self._save(out, metadata, done, best, history_log)
             if on_step is not None:
                 on_step(done)
@@ -289,7 +378,10 @@ class PlugTrainer:
         if self.dist.is_main:
             state_file.unlink(missing_ok=True)
         self.dist.wait()
-        return {"dev_nll_start": history_log["dev_nll_start"], "dev_nll_best": best, "steps": total}
+        result = {"dev_nll_start": history_log["dev_nll_start"], "dev_nll_best": best, "steps": total}
+        if cfg.contrastive:  # `best` was NLL + hinge; report the NLL of the kept step beside it
+            result |= {"dev_score_best": best, "dev_nll_best": history_log.get("dev_nll", math.nan)}
+        return result
 
     def _diagnostics_log(self, dev: list[Example], when: str) -> dict[str, float]:
         return {f"{k}_{when}": v for k, v in self.dev_diagnostics(dev).items()}
@@ -339,7 +431,12 @@ class PlugTrainer:
         if not self.dist.is_main:
             return
         metadata.training = {**asdict(self.config), "step": step}
-        metadata.metrics = {**log, "dev_nll": dev_nll}
+        # dev_nll is the selection score; with the contrastive term that is NLL + hinge (dev_score), and the
+        # log carries the plain NLL at that step.
+        if self.config.contrastive:
+            metadata.metrics = {**log, "dev_score": dev_nll}
+        else:
+            metadata.metrics = {**log, "dev_nll": dev_nll}
         save_plug(out, self.engine.plug, metadata)
 
 
@@ -360,14 +457,21 @@ def train_plug(
                 "--retrieval-k is for LaMP tasks; the persona-voice prompt carries no retrieved text"
             )
         train = voice_examples(data_dir, "train", config.limit)
+        if config.contrastive:
+            attach_shuffled(train, config.seed)
         dev = voice_examples(data_dir, "dev", config.eval_limit)
+        if config.contrastive:
+            attach_shuffled(dev, config.seed)
         task = "persona_voice"
     else:
         k = config.retrieval_k
-        train = to_examples(load_split(data_dir, "train"), config.limit, k)
+        seed = config.seed if config.contrastive else None
+        train = to_examples(load_split(data_dir, "train"), config.limit, k, shuffle_seed=seed)
         dev_path = Path(data_dir) / "dev_questions.json"
         dev = (
-            to_examples(load_split(data_dir, "dev"), 0, k)[: config.eval_limit] if dev_path.is_file() else []
+            to_examples(load_split(data_dir, "dev"), 0, k, shuffle_seed=seed)[: config.eval_limit]
+            if dev_path.is_file()
+            else []
         )
         task = Path(data_dir).name
     metadata = PlugMetadata(
