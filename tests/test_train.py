@@ -222,7 +222,7 @@ def test_contrastive_term_penalises_only_a_shortfall_and_has_gradients(engine, t
     rng = random.Random(0)
     trainer = PlugTrainer(engine, TrainConfig(contrastive=1.0, contrastive_margin=100.0))
     own, counts = trainer.row_nll(examples, [e.history for e in examples])
-    hinge, gap = trainer.contrastive_sum(examples, own, counts, rng)
+    hinge, gap = trainer.contrastive_sum(examples, trainer.negatives(examples, rng), own, counts)
     assert hinge.item() == pytest.approx(len(examples) * 100.0 - gap * len(examples), rel=1e-4)
     hinge.backward()
     grads = [p.grad for p in engine.plug.parameters() if p.grad is not None]
@@ -230,12 +230,12 @@ def test_contrastive_term_penalises_only_a_shortfall_and_has_gradients(engine, t
     engine.plug.zero_grad()
     lenient = PlugTrainer(engine, TrainConfig(contrastive=1.0, contrastive_margin=0.0))
     own, counts = lenient.row_nll(examples, [e.history for e in examples])
-    hinge, gap = lenient.contrastive_sum(examples, own, counts, rng)
+    hinge, gap = lenient.contrastive_sum(examples, lenient.negatives(examples, None), own, counts)
     assert float(hinge.detach()) >= 0
     with pytest.raises(PersonaDemoError, match="contrastive"):
         TrainConfig(contrastive=-1).validated()
     with pytest.raises(PersonaDemoError, match="another user's history"):
-        trainer.contrastive_sum(to_examples(load_split(tmp_path, "train")), own, counts, rng)
+        trainer.negatives(to_examples(load_split(tmp_path, "train")), rng)
 
 
 def test_contrastive_training_runs_and_records_its_settings(engine, tmp_path):

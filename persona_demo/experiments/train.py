@@ -203,23 +203,28 @@ class PlugTrainer:
         nll, counts = self.row_nll(batch, histories)
         return nll.sum(), counts.sum()
 
+    def negatives(self, batch: list[Example], rng: random.Random | None) -> list[list[str]]:
+        """Each example's other-user history, with the own history's augmentation when training (`rng`).
+
+        Drawn for the whole global batch before sharding, like the own histories, so every process uses
+        its RNG identically and keeps drawing the same batches."""
+        if any(not e.shuffled_history for e in batch):
+            raise PersonaDemoError("the contrastive term needs examples built with another user's history")
+        histories = [e.shuffled_history[-self.config.max_history :] for e in batch]
+        return histories if rng is None else [history_dropout(h, rng) for h in histories]
+
     def contrastive_sum(
         self,
         batch: list[Example],
+        negatives: list[list[str]],
         own_nll: torch.Tensor,
         counts: torch.Tensor,
-        rng: random.Random | None,
     ) -> tuple[torch.Tensor, float]:
         """Σ over examples of relu(margin − (NLL_shuffled − NLL_own)) in nats/token, and the mean gap.
 
         The negative is the same question with another user's history (and retrieved items): only what
         differs between users can pay the margin, so the term rewards personal signal, not task fit."""
-        if any(not e.shuffled_history for e in batch):
-            raise PersonaDemoError("the contrastive term needs examples built with another user's history")
-        histories = [e.shuffled_history[-self.config.max_history :] for e in batch]
-        if rng is not None:  # training: the same augmentation as the own history
-            histories = [history_dropout(h, rng) for h in histories]
-        shuffled_nll, _ = self.row_nll(batch, histories, [e.shuffled_prompt for e in batch])
+        shuffled_nll, _ = self.row_nll(batch, negatives, [e.shuffled_prompt for e in batch])
         gap = (shuffled_nll - own_nll) / counts.clamp(min=1)
         hinge = torch.relu(self.config.contrastive_margin - gap)
         return hinge.sum(), float(gap.detach().mean())
@@ -240,7 +245,7 @@ class PlugTrainer:
             nll, n = self.row_nll(batch, [e.history[-self.config.max_history :] for e in batch])
             total, count = total + float(nll.sum()), count + int(n.sum())
             if self.config.contrastive:
-                hinge_total += float(self.contrastive_sum(batch, nll, n, None)[0])
+                hinge_total += float(self.contrastive_sum(batch, self.negatives(batch, None), nll, n)[0])
         if self.dist.num_processes > 1:
             sums = torch.tensor([total, float(count), hinge_total], dtype=torch.float64)
             total, count, hinge_total = self.dist.sum(sums).tolist()
@@ -331,6 +336,7 @@ class PlugTrainer:
                 batch = [train[i] for i in order[: cfg.batch_size]]
                 del order[: cfg.batch_size]
                 histories = [history_dropout(e.history[-cfg.max_history :], rng) for e in batch]
+                negatives = self.negatives(batch, rng) if cfg.contrastive else []
                 # Every process drew the same global batch (same RNG use); each scores its share. The loss is
                 # over the global token count, times the process count that DDP's gradient mean divides by.
                 with self.dist.accumulate(self.forward_plug):
@@ -338,7 +344,7 @@ class PlugTrainer:
                     rows_nll, counts = self.row_nll(shard, self.dist.shard(histories))
                     loss = rows_nll.sum() * self.dist.num_processes / self.dist.sum(counts.sum())
                     if cfg.contrastive:
-                        hinge, gap = self.contrastive_sum(shard, rows_nll, counts, rng)
+                        hinge, gap = self.contrastive_sum(shard, self.dist.shard(negatives), rows_nll, counts)
                         rows = self.dist.sum(torch.tensor(float(len(shard)), device=hinge.device))
                         loss = loss + cfg.contrastive * hinge * self.dist.num_processes / rows
                         gap_sum += gap / cfg.grad_accum
