@@ -28,6 +28,17 @@ def test_soft_token_injection_equals_manual_concatenation(engine, bike_history):
     assert torch.allclose(actual, expected, atol=1e-5, rtol=0)
 
 
+def test_logits_at_one_position_equal_the_full_logits_there(engine, bike_history):
+    """logits_at runs the LM head only at the asked positions (right-padded rows of different lengths)."""
+    plugged, plain, _ = engine.rows(PROMPT, bike_history)
+    positions = [len(plugged.prompt_ids) + 1, len(plain.prompt_ids) - 3]  # the plugged row has 2 soft tokens
+    with torch.no_grad():
+        full = engine.llm.logits([plugged, plain])
+        picked = engine.llm.logits_at([plugged, plain], positions)
+    assert picked.shape == (2, full.shape[-1])
+    assert torch.allclose(picked, full[torch.arange(2), torch.tensor(positions)], atol=1e-4, rtol=0)
+
+
 def test_left_padded_batch_matches_each_row_alone(engine, bike_history):
     """Padding must not leak into a row: the shorter plain row gets pads in front of it."""
     plugged, plain, _ = engine.rows(PROMPT, bike_history)

@@ -46,9 +46,8 @@ def label_log_probs(
         rows = [
             Row(r.prompt_ids, r.soft_tokens, r.soft_mask) for r in (row(i, "") for i in range(len(prompts)))
         ]
-        logits = engine.llm.logits(rows)
-        last = torch.tensor([soft_len(r) + len(r.prompt_ids) - 1 for r in rows])
-        scores = logits[torch.arange(len(rows)), last][:, first_ids].float()
+        last = [soft_len(r) + len(r.prompt_ids) - 1 for r in rows]
+        scores = engine.llm.logits_at(rows, last)[:, first_ids].float()
     else:
         nll, _ = engine.llm.token_nll([row(i, label) for i in range(len(prompts)) for label in labels])
         scores = -nll.float().view(len(prompts), len(labels))
