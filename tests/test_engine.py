@@ -39,6 +39,32 @@ def test_logits_at_one_position_equal_the_full_logits_there(engine, bike_history
     assert torch.allclose(picked, full[torch.arange(2), torch.tensor(positions)], atol=1e-4, rtol=0)
 
 
+def test_token_nll_equals_cross_entropy_over_the_full_logits(engine, bike_history):
+    """token_nll applies the LM head to target positions only; it must equal the textbook computation
+    (full logits, shift by one, cross-entropy on the target span) and pass gradients to the soft tokens."""
+    import torch.nn.functional as F
+
+    from persona_demo.engine.generation import Row, soft_len
+
+    plugged, plain, _ = engine.rows(PROMPT, bike_history)
+    target = engine.llm.tokenizer("Sunny rides and coffee", add_special_tokens=False)["input_ids"]
+    soft = plugged.soft_tokens.detach().clone().requires_grad_(True)
+    rows = [
+        Row(plugged.prompt_ids, soft, plugged.soft_mask, target),
+        Row(plain.prompt_ids, None, None, target[:2]),
+    ]
+    nll, counts = engine.llm.token_nll(rows)
+    assert counts.tolist() == [len(target), 2]
+    full = engine.llm.logits(rows)
+    for i, row in enumerate(rows):
+        start = soft_len(row) + len(row.prompt_ids)
+        span = full[i, start - 1 : start - 1 + len(row.target_ids)]
+        expected = F.cross_entropy(span.float(), torch.tensor(row.target_ids), reduction="sum")
+        assert torch.allclose(nll[i], expected, atol=1e-3), i
+    nll[0].backward()
+    assert soft.grad is not None and float(soft.grad.abs().sum()) > 0
+
+
 def test_left_padded_batch_matches_each_row_alone(engine, bike_history):
     """Padding must not leak into a row: the shorter plain row gets pads in front of it."""
     plugged, plain, _ = engine.rows(PROMPT, bike_history)
