@@ -65,3 +65,16 @@ def test_labels_are_refused_on_generation_tasks(engine, tmp_path):
     write_lamp4(tmp_path)
     with pytest.raises(PersonaDemoError, match="no label set"):
         evaluate(engine, tmp_path, "dev", "none", tmp_path / "out", decode="labels")
+
+
+def test_plugged_and_plain_prompts_share_one_pass(engine, bike_history):
+    """One entry per prompt (None = no plug) scores like separate calls: the studio's rating compare."""
+    prompt = "Rate this review from 1 to 5: great bike, fast delivery."
+    out = engine.plug_output(["great bike"], [bike_history])
+    both = label_log_probs(
+        engine, [prompt, prompt], STARS, [out.soft_tokens[0], None], [out.soft_mask[0], None]
+    )
+    plugged = label_log_probs(engine, [prompt], STARS, out.soft_tokens, out.soft_mask)
+    plain = label_log_probs(engine, [prompt], STARS)
+    assert torch.allclose(both[0], plugged[0], atol=1e-4) and torch.allclose(both[1], plain[0], atol=1e-4)
+    assert not torch.allclose(both[0], both[1], atol=1e-4)

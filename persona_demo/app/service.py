@@ -322,13 +322,18 @@ class StudioService:
         user_input: str,
         strength: float,
     ) -> Iterator[Comparison]:
-        """Both columns as the chosen label and the distribution over the labels (one step, no streaming)."""
+        """Both columns as the chosen label and the distribution over the labels (one batched pass)."""
         started = time.perf_counter()
         plugged, _, weights = self.engine.rows(prompt, texts, strength, user_input.strip(), loaded.plug)
         labels, kind = loaded.task.labels, loaded.task.kind
-        soft, mask = plugged.soft_tokens.unsqueeze(0), plugged.soft_mask.unsqueeze(0)
-        with_plug = label_log_probs(self.engine, [prompt], labels, soft, mask)
-        without_plug = label_log_probs(self.engine, [plain_prompt], labels)
+        both = label_log_probs(
+            self.engine,
+            [prompt, plain_prompt],
+            labels,
+            [plugged.soft_tokens, None],
+            [plugged.soft_mask, None],
+        )
+        with_plug, without_plug = both[:1], both[1:]
 
         def shown(log_probs: torch.Tensor) -> str:
             answer = choose_label(log_probs, labels, kind)[0]

@@ -23,10 +23,13 @@ def label_log_probs(
     engine: PersonaEngine,
     prompts: Sequence[str],
     labels: Sequence[str],
-    soft: torch.Tensor | None = None,
-    soft_mask: torch.Tensor | None = None,
+    soft: torch.Tensor | Sequence[torch.Tensor | None] | None = None,
+    soft_mask: torch.Tensor | Sequence[torch.Tensor | None] | None = None,
 ) -> torch.Tensor:
     """[n, len(labels)] log-probabilities over the label set (normalised across labels) for each prompt.
+
+    `soft`/`soft_mask` give each prompt its soft tokens ([n, k, D], or one entry per prompt where None means
+    no plug), so plugged and plain prompts share one batched pass (the studio's side-by-side rating).
 
     Labels that start with distinct tokens (LaMP-3's stars, LaMP-1's "[1]"/"[2]") are read off one forward
     pass of the prompt; otherwise each label + EOS is scored as its own teacher-forced row."""
