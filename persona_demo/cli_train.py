@@ -39,6 +39,12 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> None:
         help="soft persona tokens: 1 = the paper's pooled P_u; k > 1 adds the k-1 most attended items",
     )
     parser.add_argument(
+        "--learned-attention",
+        action="store_true",
+        help="train the attention over history items (a query map and a temperature scale, both starting at "
+        "the frozen encoder's weights); the paper trains the whole input encoder for this",
+    )
+    parser.add_argument(
         "--retrieval-k",
         type=int,
         default=0,
@@ -72,7 +78,7 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from .engine.checkpoint import untrained_plug
+    from .engine.checkpoint import copy_plug_weights, untrained_plug
     from .engine.engine import PersonaEngine
     from .experiments import distributed
     from .experiments.train import PlugTrainer, TrainConfig, TrainingInterrupted, train_plug
@@ -99,14 +105,17 @@ def run_train(args: argparse.Namespace) -> int:
     engine = PersonaEngine.from_settings(settings, cache=disk_embedding_cache(settings))
     try:
         plug_config = engine.default_plug_config(
-            tau=args.tau, aggregation=args.aggregation, persona_tokens=args.persona_tokens
+            tau=args.tau,
+            aggregation=args.aggregation,
+            persona_tokens=args.persona_tokens,
+            learned_attention=args.learned_attention,
         )
     except ValueError as exc:
         raise PersonaDemoError(str(exc)) from None
     engine.plug = untrained_plug(plug_config, seed=args.seed).to(engine.loaded_llm.device)
     if args.init is not None:  # same weights, possibly another tau / token count
         start, _ = engine.read_plug(args.init)
-        engine.plug.load_state_dict(start.state_dict())
+        copy_plug_weights(engine.plug, start, str(args.init))
     trainer = PlugTrainer(engine, config, dist)
 
     def request_stop(signum: int, _frame: object) -> None:

@@ -108,6 +108,35 @@ def test_bad_plug_config_is_refused():
         PlugConfig(encoder_dim=8, llm_dim=12, token_norm=3.0, persona_tokens=0)
 
 
+def test_learned_attention_starts_as_the_papers_and_trains():
+    """W = 0 and s = 0 at start: the same weights and tokens as the fixed attention; then the query map and
+    the scale get gradients, and a larger scale sharpens the weights."""
+    query, history, mask = batch()
+    fixed, learned = make_plug(persona_tokens=2), make_plug(persona_tokens=2, learned_attention=True)
+    a, b = fixed(query, history, mask), learned(query, history, mask)
+    assert torch.allclose(a.weights, b.weights) and torch.allclose(a.soft_tokens, b.soft_tokens)
+    b.soft_tokens[:, 1:].pow(3).sum().backward()  # any loss that depends on which items are attended
+    assert float(learned.query_map.weight.grad.abs().sum()) > 0
+    assert learned.attention_log_scale.grad is not None and learned.attention_log_scale.grad != 0
+    with torch.no_grad():
+        learned.attention_log_scale.fill_(2.0)
+    sharper = learned.attention_weights(query, history, mask)
+    assert sharper[0].max() > a.weights[0].max()
+
+
+def test_init_from_a_plug_without_learned_attention(engine):
+    """train --init: a plain plug seeds a learned-attention one; the reverse would drop weights."""
+    from persona_demo.engine.checkpoint import copy_plug_weights, untrained_plug
+
+    plain = untrained_plug(engine.default_plug_config(), seed=3)
+    learned = untrained_plug(engine.default_plug_config(learned_attention=True), seed=0)
+    copy_plug_weights(learned, plain, "plain.safetensors")
+    assert torch.equal(learned.history_proj[0].weight, plain.history_proj[0].weight)
+    assert float(learned.query_map.weight.abs().sum()) == 0
+    with pytest.raises(PersonaDemoError, match="--learned-attention"):
+        copy_plug_weights(untrained_plug(engine.default_plug_config()), learned, "learned.safetensors")
+
+
 def test_checkpoint_round_trip_reproduces_outputs(engine, bike_history, tmp_path):
     path = save_plug(tmp_path / "plug.safetensors", engine.plug, engine.plug_metadata)
     assert path.with_suffix(".json").is_file()
@@ -120,6 +149,21 @@ def test_checkpoint_round_trip_reproduces_outputs(engine, bike_history, tmp_path
     after = engine.compare("Write a post.", bike_history, options)
     assert (before.with_plug, before.without_plug) == (after.with_plug, after.without_plug)
     assert read_metadata(path).llm_id == engine.loaded_llm.model_id
+
+
+def test_learned_attention_survives_a_checkpoint(engine, bike_history, tmp_path):
+    from persona_demo.engine.checkpoint import new_plug_metadata, untrained_plug
+
+    plug = untrained_plug(engine.default_plug_config(learned_attention=True, persona_tokens=2))
+    with torch.no_grad():
+        plug.query_map.weight.normal_(0, 0.1)
+        plug.attention_log_scale.fill_(1.5)
+    metadata = new_plug_metadata(plug, engine.loaded_llm.model_id, engine.encoder.encoder_id)
+    path = save_plug(tmp_path / "learned.safetensors", plug, metadata)
+    loaded, read = engine.read_plug(path)
+    assert read.config.learned_attention
+    assert torch.equal(loaded.query_map.weight, plug.query_map.weight)
+    assert float(loaded.attention_log_scale) == 1.5
 
 
 def test_checkpoint_for_another_llm_is_refused(engine, tmp_path):

@@ -156,6 +156,23 @@ def new_plug_metadata(plug: PersonaPlug, llm_id: str, encoder_id: str) -> PlugMe
     return PlugMetadata(llm_id=llm_id, encoder_id=encoder_id, config=plug.config)
 
 
+LEARNED_ATTENTION_KEYS = frozenset({"query_map.weight", "attention_log_scale"})
+
+
+def copy_plug_weights(target: PersonaPlug, source: PersonaPlug, source_name: str) -> None:
+    """Start `target` from `source`'s weights (`train --init`). A plug without learned attention may seed one
+    with it (the new parts start at zero, i.e. the source's own attention); the reverse would drop weights."""
+    result = target.load_state_dict(source.state_dict(), strict=False)
+    if result.unexpected_keys:
+        raise PersonaDemoError(
+            f"{source_name} has learned attention; add --learned-attention to start from it"
+        )
+    if set(result.missing_keys) - LEARNED_ATTENTION_KEYS:
+        raise PersonaDemoError(
+            f"{source_name} lacks weights this plug needs: {', '.join(result.missing_keys)}"
+        )
+
+
 def untrained_plug(config: PlugConfig, seed: int = 0) -> PersonaPlug:
     """A freshly initialised plug, reproducible from its seed."""
     generator_state = torch.random.get_rng_state()

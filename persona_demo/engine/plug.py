@@ -5,6 +5,11 @@
     I   = Proj_I(v)                        a learned instruction vector with its own projector
     soft tokens = [I; P_u], each rescaled to the LLM's mean token-embedding norm
 
+With a frozen encoder, w_i is fixed by the data: near-uniform at τ = 1 (largest weight ~0.11 for ~18 items),
+and no training can sharpen it. The paper trains the input encoder for that. `learned_attention` is the cheap
+version: w_i = softmax_i((x + W x) · h_i · e^s / τ) with a trainable map W (zero at start) and log-scale s (0 at
+start), so a plug starts out exactly as the paper's and learns which items to read.
+
 τ = 1 with unit-norm vectors reproduces the paper (logits are cosines). The official code multiplies by a
 FlanT5-XXL constant (539.97); we measure the norm on the LLM at hand instead (`llm_token_norm`).
 """
@@ -33,6 +38,8 @@ class PlugConfig:
     persona_tokens: int = 1
     """1 = the paper's single pooled P_u. k > 1 adds the k − 1 most attended history items, each projected on
     its own: item-level detail that one pooled vector averages away (the personal-share issue)."""
+    learned_attention: bool = False
+    """Train the attention: a query map W and a log-scale s (both start at 0, i.e. the paper's weights)."""
 
     def __post_init__(self) -> None:
         if self.aggregation not in AGGREGATIONS:
@@ -86,6 +93,10 @@ class PersonaPlug(nn.Module):
         self.history_proj = projector(config.encoder_dim, config.llm_dim)
         self.instruction = nn.Parameter(torch.randn(config.encoder_dim) / config.encoder_dim**0.5)
         self.instruction_proj = projector(config.encoder_dim, config.llm_dim)
+        if config.learned_attention:
+            self.query_map = nn.Linear(config.encoder_dim, config.encoder_dim, bias=False)
+            nn.init.zeros_(self.query_map.weight)
+            self.attention_log_scale = nn.Parameter(torch.zeros(()))
 
     def attention_weights(
         self, query: torch.Tensor, history: torch.Tensor, mask: torch.Tensor
@@ -95,7 +106,12 @@ class PersonaPlug(nn.Module):
         if self.config.aggregation == "mean":
             weights = mask.float()
         else:
-            scores = torch.einsum("bld,bd->bl", history.float(), query.float()) / self.config.tau
+            query = query.float()
+            scale = 1.0 / self.config.tau
+            if self.config.learned_attention:
+                query = query + self.query_map(query.to(self.query_map.weight.dtype)).float()
+                scale = self.attention_log_scale.float().exp() / self.config.tau
+            scores = torch.einsum("bld,bd->bl", history.float(), query) * scale
             scores = scores.masked_fill(~mask, float("-inf"))
             weights = torch.softmax(scores, dim=-1)
             weights = torch.nan_to_num(weights, nan=0.0)  # rows with no history: softmax of all -inf
