@@ -45,6 +45,12 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> None:
         "the frozen encoder's weights); the paper trains the whole input encoder for this",
     )
     parser.add_argument(
+        "--attention-lr",
+        type=float,
+        default=0.0,
+        help="learning rate of the learned attention (0 = --lr); it needs a larger one to move in an epoch",
+    )
+    parser.add_argument(
         "--retrieval-k",
         type=int,
         default=0,
@@ -98,6 +104,7 @@ def run_train(args: argparse.Namespace) -> int:
         retrieval_k=args.retrieval_k,
         contrastive=args.contrastive,
         contrastive_margin=args.contrastive_margin,
+        attention_lr=args.attention_lr,
     ).validated()
     # Accelerate only under `accelerate launch`; a plain run is one process as before.
     dist = distributed.current(config.grad_accum, config.batch_size)

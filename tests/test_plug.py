@@ -106,6 +106,8 @@ def test_bad_plug_config_is_refused():
         PlugConfig(encoder_dim=8, llm_dim=12, token_norm=3.0, tau=0)
     with pytest.raises(ValueError):
         PlugConfig(encoder_dim=8, llm_dim=12, token_norm=3.0, persona_tokens=0)
+    with pytest.raises(ValueError, match="learned attention"):
+        PlugConfig(encoder_dim=8, llm_dim=12, token_norm=3.0, aggregation="mean", learned_attention=True)
 
 
 def test_learned_attention_starts_as_the_papers_and_trains():

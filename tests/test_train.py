@@ -249,3 +249,22 @@ def test_contrastive_training_runs_and_records_its_settings(engine, tmp_path):
     assert metadata.training["contrastive"] == 0.5
     assert metadata.metrics["dev_score"] >= metadata.metrics["dev_nll"] > 0  # NLL + a hinge ≥ 0
     assert result["dev_score_best"] == pytest.approx(metadata.metrics["dev_score"])
+
+
+def test_learned_attention_gets_its_own_learning_rate(engine):
+    """--attention-lr: the query map and scale form their own AdamW group (no weight decay)."""
+    from persona_demo.engine.checkpoint import untrained_plug
+    from persona_demo.experiments.train import PlugTrainer
+
+    engine.plug = untrained_plug(engine.default_plug_config(learned_attention=True))
+    groups = PlugTrainer(engine, TrainConfig(attention_lr=0.03)).parameter_groups()
+    assert len(groups) == 2 and groups[1]["lr"] == 0.03 and groups[1]["weight_decay"] == 0.0
+    assert {id(p) for p in groups[1]["params"]} == {
+        id(engine.plug.query_map.weight),
+        id(engine.plug.attention_log_scale),
+    }
+    assert len(PlugTrainer(engine, TrainConfig()).parameter_groups()) == 1
+    _fresh_plug(engine)
+    assert len(PlugTrainer(engine, TrainConfig(attention_lr=0.03)).parameter_groups()) == 1
+    with pytest.raises(PersonaDemoError, match="attention-lr"):
+        TrainConfig(attention_lr=-1).validated()

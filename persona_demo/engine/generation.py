@@ -163,8 +163,8 @@ class FrozenLLM:
     def logits_at(self, rows: Sequence[Row], positions: Sequence[int]) -> torch.Tensor:
         """Next-token logits [B, V] at one position per row: the LM head runs only there.
 
-        Label scoring reads one position per prompt; projecting every position onto the 49k-token
-        vocabulary (`logits`) cost ~20% more compute and ~270 MB per batch of 8 rating prompts."""
+        Label scoring reads one position per prompt; `logits` projects every position onto the 49k-token
+        vocabulary and keeps a [B, T, 49k] tensor, all but one row of it unread."""
         self.check_fits(rows)
         if self.llm.is_encoder_decoder:
             raise PersonaDemoError(

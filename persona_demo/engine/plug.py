@@ -46,6 +46,8 @@ class PlugConfig:
             raise ValueError(f"aggregation must be one of {AGGREGATIONS}, not {self.aggregation!r}")
         if self.tau <= 0:
             raise ValueError("tau must be positive")
+        if self.learned_attention and self.aggregation != "attention":
+            raise ValueError("learned attention needs aggregation 'attention'")
         if not 1 <= self.persona_tokens <= 64:
             raise ValueError("persona_tokens must be between 1 and 64")
 
