@@ -223,6 +223,7 @@ ENCODE_HISTORY_SIZE = 1000
 
 
 ENCODE_WARMUP_SIZE = 64
+"""Other texts that warm up both paths (oneDNN kernels per shape) before anything is timed."""
 
 
 def encode_history_texts(config: BenchConfig, n: int) -> list[str]:
