@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ..data.lamp import LampDataset, load_split
 from ..data.voice import is_voice_file, load_voice_split
-from ..engine.checkpoint import PlugMetadata, save_plug
+from ..engine.checkpoint import LEARNED_ATTENTION_KEYS, PlugMetadata, save_plug
 from ..engine.engine import PersonaEngine
 from ..engine.generation import Row
 from ..errors import PersonaDemoError
@@ -398,10 +398,9 @@ class PlugTrainer:
 
         Adam moves each parameter by ~lr per step, so at lr 1e-3 the attention's log-scale could sharpen the
         weights by at most e^0.17 ≈ 1.2× in a 171-step epoch: too slow to matter. Everything else at `lr`."""
-        attention_names = {"query_map.weight", "attention_log_scale"}
         named = list(self.engine.plug.named_parameters())
-        attention = [p for n, p in named if n in attention_names]
-        rest = [p for n, p in named if n not in attention_names]
+        attention = [p for n, p in named if n in LEARNED_ATTENTION_KEYS]
+        rest = [p for n, p in named if n not in LEARNED_ATTENTION_KEYS]
         if not attention or not self.config.attention_lr:
             return [{"params": rest + attention}]
         return [{"params": rest}, {"params": attention, "lr": self.config.attention_lr, "weight_decay": 0.0}]
