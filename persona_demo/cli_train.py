@@ -57,6 +57,13 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> None:
         help="train for the pplug+bm25 prompt: the top-k BM25 items of the user's history as text (0 = none)",
     )
     parser.add_argument(
+        "--retrieval-share",
+        type=float,
+        default=1.0,
+        help="with --retrieval-k: the share of training examples that carry the retrieved text (the rest keep "
+        "the plain prompt, so one plug serves both pplug and pplug+bm25)",
+    )
+    parser.add_argument(
         "--contrastive",
         type=float,
         default=0.0,
@@ -102,6 +109,7 @@ def run_train(args: argparse.Namespace) -> int:
         eval_every=args.eval_every,
         eval_limit=args.eval_limit,
         retrieval_k=args.retrieval_k,
+        retrieval_share=args.retrieval_share,
         contrastive=args.contrastive,
         contrastive_margin=args.contrastive_margin,
         attention_lr=args.attention_lr,

@@ -5,11 +5,14 @@ from __future__ import annotations
 import pytest
 
 from persona_demo.experiments.bench import (
+    ENCODE_NAIVE_SIZE,
+    GENERATION_PAIRS_MIN,
     TARGETS,
     BenchConfig,
     _meets,
     encode_history_texts,
     interleaved,
+    naive_slice,
     table,
 )
 
@@ -32,6 +35,21 @@ def test_interleaved_ratio_is_the_median_of_pair_ratios():
     timing = interleaved(work, work, repeats=4, clock=lambda: now[0])
     assert abs(timing.ratio - 1.1) < 1e-9
     assert (timing.a_s, timing.b_s) == pytest.approx((1.65, 1.5))
+
+
+def test_naive_encode_loops_take_fresh_slices_of_the_history():
+    """Each timed naive loop embeds a different, full-size slice; the warm-up (pair −1) takes the last one."""
+    texts = [f"t{i}" for i in range(1000)]
+    slices = [naive_slice(texts, i) for i in range(-1, 3)]
+    assert all(len(s) == ENCODE_NAIVE_SIZE for s in slices)
+    assert slices[0] == texts[-ENCODE_NAIVE_SIZE:]
+    assert len({s[0] for s in slices}) == len(slices)
+    assert naive_slice(texts[:30], 5) == texts[:30]  # shorter histories: the whole of it
+
+
+def test_generation_ratios_use_enough_pairs_even_when_quick():
+    assert BenchConfig(quick=True, repeats=3).generation_pairs == GENERATION_PAIRS_MIN
+    assert BenchConfig(repeats=GENERATION_PAIRS_MIN + 2).generation_pairs == GENERATION_PAIRS_MIN + 2
 
 
 def test_targets_and_table():

@@ -159,18 +159,22 @@ def test_train_cli_starts_from_a_shipped_plug_with_more_persona_tokens(tmp_path,
 
     write_lamp4(tmp_path)
     shipped = settings.plugs_dir / "huffpost_headline.safetensors"
-    out = tmp_path / "k3.safetensors"
-    args = ["train", "--data", str(tmp_path), "--out", str(out), "--max-steps", "1", "--lr", "1e-9"]
-    assert main([*args, "--init", str(shipped), "--persona-tokens", "3", "--batch-size", "2"]) == 0
-    metadata = read_metadata(out)
-    assert metadata.config.persona_tokens == 3 and metadata.config.soft_tokens == 4
     start = read_metadata(shipped)
+    more = start.config.persona_tokens + 2
+    out = tmp_path / "more.safetensors"
+    args = ["train", "--data", str(tmp_path), "--out", str(out), "--max-steps", "1", "--batch-size", "2"]
+    args += ["--lr", "1e-9", "--attention-lr", "1e-9", "--init", str(shipped), "--persona-tokens", str(more)]
+    assert main([*args, *(["--learned-attention"] if start.config.learned_attention else [])]) == 0
+    metadata = read_metadata(out)
+    assert metadata.config.persona_tokens == more and metadata.config.soft_tokens == more + 1
     kwargs = {"llm_id": start.llm_id, "llm_dim": start.config.llm_dim}
     kwargs |= {"encoder_id": start.encoder_id, "encoder_dim": start.config.encoder_dim}
     before, _ = load_plug(shipped, **kwargs)
     after, _ = load_plug(out, **kwargs)
-    for (name, a), b in zip(before.state_dict().items(), after.state_dict().values()):
-        assert torch.allclose(a, b, atol=1e-4), name  # lr 1e-9: the weights are the shipped ones
+    weights = after.state_dict()
+    assert set(weights) == set(before.state_dict())
+    for name, a in before.state_dict().items():
+        assert torch.allclose(a, weights[name], atol=1e-4), name  # lr 1e-9: the weights are the shipped ones
 
 
 def test_retrieval_k_trains_on_the_hybrid_prompt(tmp_path):
@@ -189,6 +193,28 @@ def test_retrieval_k_trains_on_the_hybrid_prompt(tmp_path):
         assert (h.query, h.history, h.target) == (p.query, p.history, p.target)
     with pytest.raises(PersonaDemoError, match="retrieval-k"):
         TrainConfig(retrieval_k=-1).validated()
+
+
+def test_retrieval_share_mixes_plain_and_hybrid_prompts_with_matching_negatives(tmp_path):
+    """--retrieval-share 0.5: a seeded half of the prompts carry retrieved text, the rest are plain; each
+    example's negative is built like its own prompt, so the contrast is only ever between histories."""
+    from persona_demo.data.lamp import load_split
+    from persona_demo.experiments.train import to_examples
+
+    write_lamp4(tmp_path, n=8)
+    dataset = load_split(tmp_path, "train")
+    mixed = to_examples(dataset, retrieval_k=1, shuffle_seed=0, retrieval_share=0.5, share_seed=3)
+    hybrid = [e.prompt != lamp.input for e, lamp in zip(mixed, dataset.examples)]
+    assert 0 < sum(hybrid) < len(mixed)
+    for e, lamp, is_hybrid in zip(mixed, dataset.examples, hybrid):
+        assert (e.shuffled_prompt != lamp.input) == is_hybrid
+        assert e.shuffled_prompt.endswith(lamp.input)
+    again = to_examples(dataset, retrieval_k=1, shuffle_seed=0, retrieval_share=0.5, share_seed=3)
+    assert [e.prompt for e in again] == [e.prompt for e in mixed]  # seeded
+    with pytest.raises(PersonaDemoError, match="retrieval-share needs --retrieval-k"):
+        TrainConfig(retrieval_share=0.5).validated()
+    with pytest.raises(PersonaDemoError, match="retrieval-share must be"):
+        TrainConfig(retrieval_k=1, retrieval_share=0).validated()
 
 
 def test_contrastive_negatives_are_another_users_history_and_items(tmp_path):

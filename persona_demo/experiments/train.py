@@ -54,6 +54,9 @@ class TrainConfig:
     retrieval_k: int = 0
     """>0: each prompt carries the top-k BM25 items of the user's own history as text (LaMP's template), so
     the plug learns for the `pplug+bm25` prompt it is evaluated and served with."""
+    retrieval_share: float = 1.0
+    """With `retrieval_k`: the share of examples (seeded choice) that carry the retrieved text; the rest keep
+    the plain prompt, so one plug serves both `pplug` and `pplug+bm25` (the studio and the checks use both)."""
     contrastive: float = 0.0
     """Weight of the own-vs-another-user hinge (0 = the paper's loss alone)."""
     contrastive_margin: float = 0.1
@@ -68,6 +71,10 @@ class TrainConfig:
             raise PersonaDemoError("--lr must be between 0 and 1")
         if not 0 <= self.retrieval_k <= 16:
             raise PersonaDemoError("--retrieval-k must be between 0 (no retrieved text) and 16")
+        if not 0 < self.retrieval_share <= 1:
+            raise PersonaDemoError("--retrieval-share must be above 0 and at most 1")
+        if self.retrieval_share < 1 and not self.retrieval_k:
+            raise PersonaDemoError("--retrieval-share needs --retrieval-k (the number of items to retrieve)")
         if not 0 <= self.attention_lr < 1:
             raise PersonaDemoError("--attention-lr must be between 0 (= --lr) and 1")
         if self.contrastive < 0 or self.contrastive_margin < 0:
@@ -93,23 +100,33 @@ class Example:
 
 
 def to_examples(
-    dataset: LampDataset, limit: int = 0, retrieval_k: int = 0, shuffle_seed: int | None = None
+    dataset: LampDataset,
+    limit: int = 0,
+    retrieval_k: int = 0,
+    shuffle_seed: int | None = None,
+    retrieval_share: float = 1.0,
+    share_seed: int = 0,
 ) -> list[Example]:
     """Training/dev examples; with `shuffle_seed`, each also carries another user's history (and, with
-    `retrieval_k`, the prompt built from that user's items ranked against this question)."""
+    `retrieval_k`, the prompt built from that user's items ranked against this question).
+
+    With `retrieval_share` < 1, a seeded share of the examples carries the retrieved text, the rest the plain
+    input; an example's negative is built the same way as its own prompt."""
     spec = dataset.spec
     kept = [e for e in dataset.examples[: limit or None] if e.target]
     if not kept:
         raise PersonaDemoError(f"{dataset.source}: no examples with a target to train on")
     rag = rag_prompt_builder(dataset.task, kept, retrieval_k, "bm25") if retrieval_k else None
+    chooser = random.Random(share_seed)
+    hybrid = [rag is not None and chooser.random() < retrieval_share for _ in kept]
     out = []
     for i, e in enumerate(kept):
-        prompt = rag(i, i) if rag else e.input
+        prompt = rag(i, i) if rag and hybrid[i] else e.input
         out.append(
             Example(prompt, e.query or e.input, spec.history_texts(e.profile), e.target, e.user_id or e.id)
         )
     if shuffle_seed is not None:
-        attach_shuffled(out, shuffle_seed, lambda i, j: rag(i, j) if rag else out[i].prompt)
+        attach_shuffled(out, shuffle_seed, lambda i, j: rag(i, j) if rag and hybrid[i] else out[i].prompt)
     return out
 
 
@@ -488,10 +505,11 @@ def train_plug(
     else:
         k = config.retrieval_k
         seed = config.seed if config.contrastive else None
-        train = to_examples(load_split(data_dir, "train"), config.limit, k, shuffle_seed=seed)
+        share = {"retrieval_share": config.retrieval_share, "share_seed": config.seed}
+        train = to_examples(load_split(data_dir, "train"), config.limit, k, shuffle_seed=seed, **share)
         dev_path = Path(data_dir) / "dev_questions.json"
         dev = (
-            to_examples(load_split(data_dir, "dev"), 0, k, shuffle_seed=seed)[: config.eval_limit]
+            to_examples(load_split(data_dir, "dev"), 0, k, shuffle_seed=seed, **share)[: config.eval_limit]
             if dev_path.is_file()
             else []
         )
