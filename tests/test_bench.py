@@ -17,22 +17,26 @@ from persona_demo.experiments.bench import (
 )
 
 
-def test_interleaved_alternates_and_warms_up_once():
+def test_interleaved_alternates_flips_the_order_and_warms_up_once():
     calls: list[str] = []
-    interleaved(lambda i: calls.append(f"a{i}"), lambda i: calls.append(f"b{i}"), repeats=2)
-    assert calls == ["a-1", "b-1", "a0", "b0", "a1", "b1"]
+    interleaved(lambda i: calls.append(f"a{i}"), lambda i: calls.append(f"b{i}"), repeats=3)
+    assert calls == ["a-1", "b-1", "a0", "b0", "b1", "a1", "a2", "b2"]
 
 
 def test_interleaved_ratio_is_the_median_of_pair_ratios():
     """Pairs run back to back, so the ratio follows each pair (a fake clock: no timing is asserted)."""
     now = [0.0]
-    # warm-up pair, then (a, b) pairs: a is 10% slower than b in each, while the machine slows down 2x
-    durations = iter([9.0, 9.0, 1.1, 1.0, 1.1, 1.0, 2.2, 2.0, 2.2, 2.0])
+    # warm-up, then 4 pairs: a is 10% slower than b in each, while the machine slows down 2x
+    a_durations = iter([9.0, 1.1, 1.1, 2.2, 2.2])
+    b_durations = iter([9.0, 1.0, 1.0, 2.0, 2.0])
 
-    def work(_: int) -> None:
-        now[0] += next(durations)
+    def work(durations):
+        def run(_: int) -> None:
+            now[0] += next(durations)
 
-    timing = interleaved(work, work, repeats=4, clock=lambda: now[0])
+        return run
+
+    timing = interleaved(work(a_durations), work(b_durations), repeats=4, clock=lambda: now[0])
     assert abs(timing.ratio - 1.1) < 1e-9
     assert (timing.a_s, timing.b_s) == pytest.approx((1.65, 1.5))
 
