@@ -87,8 +87,8 @@ def interleaved(
 ) -> Paired:
     """Run a and b alternately so drift hits both; one warm-up each.
 
-    The order flips every pair (a b, b a, a b...): whichever runs second in a pair finds the caches and the
-    CPU's clock as the first left them, which biased a fixed a-then-b order by ~2% on a ~1% plug cost."""
+    The order flips every pair (a b, b a, a b...), so neither side always runs in the other's wake (warm
+    caches, the CPU's clock as the first left it): on a ~1% plug cost, such a bias would be the whole figure."""
     a(-1), b(-1)
     ta, tb = [], []
     for i in range(repeats):
@@ -127,7 +127,8 @@ def load_examples(config: BenchConfig, n: int) -> list[tuple[str, list[str], obj
 
 # ------------------------------------------------------------------------------------------- measurements
 def bench_plug_overhead(engine: PersonaEngine, config: BenchConfig) -> dict:
-    """Generation with the plug (query encoding + aggregation + 2 positions) ÷ without; equal token counts."""
+    """Generation with the plug (query encoding + aggregation + its soft positions) ÷ without; equal token
+    counts."""
     examples = load_examples(config, config.generation_pairs + 1)
     options = GenerationOptions(max_new_tokens=config.new_tokens, min_new_tokens=config.new_tokens)
 
@@ -242,18 +243,17 @@ ENCODE_HISTORY_SIZE = 1000
 
 
 ENCODE_WARMUP_SIZE = 64
+"""Other texts that warm up both paths (oneDNN kernels per shape) before anything is timed."""
+
 ENCODE_NAIVE_SIZE = 100
 """Texts per timed naive (one-at-a-time) loop; each pair's loop takes a different slice."""
 
 
 def naive_slice(texts: list[str], pair: int) -> list[str]:
-    """The `pair`-th run of ENCODE_NAIVE_SIZE texts (wrapping), so the naive loop never reuses a shape twice
-    in a row; the warm-up run (pair −1) takes the last slice."""
+    """The `pair`-th run of ENCODE_NAIVE_SIZE texts (wrapping), so the pairs sample the history's lengths
+    instead of timing the same 100 texts each time; the warm-up run (pair −1) takes the last slice."""
     start = (pair % max(1, len(texts) // ENCODE_NAIVE_SIZE)) * ENCODE_NAIVE_SIZE
     return texts[start : start + ENCODE_NAIVE_SIZE]
-
-
-"""Other texts that warm up both paths (oneDNN kernels per shape) before anything is timed."""
 
 
 def encode_history_texts(config: BenchConfig, n: int) -> list[str]:

@@ -56,7 +56,7 @@ class TrainConfig:
     the plug learns for the `pplug+bm25` prompt it is evaluated and served with."""
     retrieval_share: float = 1.0
     """With `retrieval_k`: the share of examples (seeded choice) that carry the retrieved text; the rest keep
-    the plain prompt, so one plug serves both `pplug` and `pplug+bm25` (the studio and the checks use both)."""
+    the plain prompt, so one plug learns both `pplug` and `pplug+bm25` (`evaluate` reads a plug both ways)."""
     contrastive: float = 0.0
     """Weight of the own-vs-another-user hinge (0 = the paper's loss alone)."""
     contrastive_margin: float = 0.1
