@@ -119,14 +119,19 @@ def to_examples(
     rag = rag_prompt_builder(dataset.task, kept, retrieval_k, "bm25") if retrieval_k else None
     chooser = random.Random(share_seed)
     hybrid = [rag is not None and chooser.random() < retrieval_share for _ in kept]
-    out = []
-    for i, e in enumerate(kept):
-        prompt = rag(i, i) if rag and hybrid[i] else e.input
-        out.append(
-            Example(prompt, e.query or e.input, spec.history_texts(e.profile), e.target, e.user_id or e.id)
+
+    def prompt_for(i: int, j: int) -> str:
+        """Example i's prompt with user j's retrieved items (j = i: its own), or its plain input."""
+        return rag(i, j) if rag and hybrid[i] else kept[i].input
+
+    out = [
+        Example(
+            prompt_for(i, i), e.query or e.input, spec.history_texts(e.profile), e.target, e.user_id or e.id
         )
+        for i, e in enumerate(kept)
+    ]
     if shuffle_seed is not None:
-        attach_shuffled(out, shuffle_seed, lambda i, j: rag(i, j) if rag and hybrid[i] else out[i].prompt)
+        attach_shuffled(out, shuffle_seed, prompt_for)
     return out
 
 
