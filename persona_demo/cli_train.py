@@ -45,6 +45,12 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> None:
         "the frozen encoder's weights); the paper trains the whole input encoder for this",
     )
     parser.add_argument(
+        "--centre-persona",
+        action="store_true",
+        help="subtract the population mean of projected history items (a running mean, not learned), so P_u "
+        "carries what differs between users and the instruction token what they share",
+    )
+    parser.add_argument(
         "--attention-lr",
         type=float,
         default=0.0,
@@ -124,6 +130,7 @@ def run_train(args: argparse.Namespace) -> int:
             aggregation=args.aggregation,
             persona_tokens=args.persona_tokens,
             learned_attention=args.learned_attention,
+            centre_persona=args.centre_persona,
         )
     except ValueError as exc:
         raise PersonaDemoError(str(exc)) from None

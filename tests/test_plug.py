@@ -139,6 +139,59 @@ def test_init_from_a_plug_without_learned_attention(engine):
         copy_plug_weights(untrained_plug(engine.default_plug_config()), learned, "learned.safetensors")
 
 
+def test_centred_plug_pools_items_minus_the_centre():
+    """P_u = normalise(Σ w_i (Proj(h_i) − c)) and item tokens are Proj(h_j) − c: the centre comes off every
+    persona position, never the instruction token."""
+    query, history, mask = batch()
+    plain, centred = make_plug(persona_tokens=2), make_plug(persona_tokens=2, centre_persona=True)
+    centred.eval()
+    centred.set_centre(history[0])
+    centre = centred.history_proj(history[0]).mean(0)
+    assert torch.allclose(centred.persona_centre, centre.detach())
+    a, b = plain(query, history, mask), centred(query, history, mask)
+    projected = plain.history_proj(history) - centre
+    pooled = torch.einsum("bl,bld->bd", a.weights, projected)
+    assert torch.allclose(b.soft_tokens[0, 1], F.normalize(pooled[0], dim=-1) * 3.0, atol=1e-5)
+    top = int(a.weights[0].argmax())
+    assert torch.allclose(b.soft_tokens[0, 2], F.normalize(projected[0, top], dim=-1) * 3.0, atol=1e-5)
+    assert torch.allclose(b.soft_tokens[:, 0], a.soft_tokens[:, 0])
+    assert b.soft_mask.tolist() == a.soft_mask.tolist()
+
+
+def test_centre_follows_training_batches_only_and_is_not_a_weight():
+    query, history, mask = batch()
+    plug = make_plug(centre_persona=True)
+    assert "persona_centre" not in dict(plug.named_parameters())
+    plug.eval()
+    plug(query, history, mask)
+    assert float(plug.persona_centre.abs().sum()) == 0  # evaluation never moves it
+    plug.train()
+    out = plug(query, history, mask)
+    real_mean = plug.history_proj(history)[mask.bool()].mean(0).detach()
+    assert torch.allclose(plug.persona_centre, PersonaPlug.CENTRE_MOMENTUM * real_mean, atol=1e-6)
+    out.soft_tokens[:, 1].sum().backward()  # the in-place update does not break the backward pass
+    assert plug.history_proj[0].weight.grad is not None
+    with pytest.raises(ValueError, match="at least one"):
+        plug.set_centre(torch.zeros(0, 8))
+
+
+def test_centre_survives_a_checkpoint_and_seeds_from_an_uncentred_plug(engine, tmp_path):
+    from persona_demo.engine.checkpoint import copy_plug_weights, new_plug_metadata, untrained_plug
+
+    plain = untrained_plug(engine.default_plug_config(), seed=3)
+    centred = untrained_plug(engine.default_plug_config(centre_persona=True), seed=0)
+    copy_plug_weights(centred, plain, "plain.safetensors")  # the centre is set when training starts
+    assert torch.equal(centred.history_proj[0].weight, plain.history_proj[0].weight)
+    with torch.no_grad():
+        centred.persona_centre.normal_()
+    metadata = new_plug_metadata(centred, engine.loaded_llm.model_id, engine.encoder.encoder_id)
+    loaded, read = engine.read_plug(save_plug(tmp_path / "centred.safetensors", centred, metadata))
+    assert read.config.centre_persona
+    assert torch.equal(loaded.persona_centre, centred.persona_centre)
+    with pytest.raises(PersonaDemoError, match="--centre-persona"):
+        copy_plug_weights(untrained_plug(engine.default_plug_config()), centred, "centred.safetensors")
+
+
 def test_checkpoint_round_trip_reproduces_outputs(engine, bike_history, tmp_path):
     path = save_plug(tmp_path / "plug.safetensors", engine.plug, engine.plug_metadata)
     assert path.with_suffix(".json").is_file()

@@ -6,6 +6,7 @@ import json
 import random
 
 import pytest
+import torch
 
 from persona_demo.engine.checkpoint import read_metadata
 from persona_demo.engine.generation import GenerationOptions
@@ -294,3 +295,28 @@ def test_learned_attention_gets_its_own_learning_rate(engine):
     assert len(PlugTrainer(engine, TrainConfig(attention_lr=0.03)).parameter_groups()) == 1
     with pytest.raises(PersonaDemoError, match="attention-lr"):
         TrainConfig(attention_lr=-1).validated()
+
+
+def test_centred_training_starts_at_the_training_mean_and_logs_both_cosines(engine, tmp_path):
+    """--centre-persona: the centre starts at the mean projected training item; the collapse detector
+    reports the cosine the LLM sees and the one before the centre comes off."""
+    from persona_demo.engine.checkpoint import untrained_plug
+    from persona_demo.experiments.train import PlugTrainer
+
+    write_lamp4(tmp_path)
+    engine.plug = untrained_plug(engine.default_plug_config(centre_persona=True))
+    train, dev = _splits(tmp_path)
+    trainer = PlugTrainer(engine, TrainConfig(max_steps=1, batch_size=4, eval_every=1))
+    trainer.start_centre(train)
+    texts = sorted({t for e in train for t in e.history})
+    with torch.no_grad():
+        expected = engine.plug.history_proj(engine.encoder.encode(texts)).mean(0)
+    assert torch.allclose(engine.plug.persona_centre, expected, atol=1e-5)
+    diagnostics = trainer.dev_diagnostics(train + dev)
+    assert diagnostics["persona_cosine"] < diagnostics["persona_cosine_uncentred"]
+    out = tmp_path / "centred.safetensors"
+    train_plug(engine, tmp_path, out, TrainConfig(max_steps=1, batch_size=4, eval_every=1))
+    metadata = read_metadata(out)
+    assert metadata.config.centre_persona
+    assert {"persona_cosine_start", "persona_cosine_uncentred_start"} <= set(metadata.metrics)
+    _fresh_plug(engine)

@@ -157,17 +157,21 @@ def new_plug_metadata(plug: PersonaPlug, llm_id: str, encoder_id: str) -> PlugMe
 
 
 LEARNED_ATTENTION_KEYS = frozenset({"query_map.weight", "attention_log_scale"})
+CENTRE_KEYS = frozenset({"persona_centre"})
 
 
 def copy_plug_weights(target: PersonaPlug, source: PersonaPlug, source_name: str) -> None:
-    """Start `target` from `source`'s weights (`train --init`). A plug without learned attention may seed one
-    with it (the new parts start at zero, i.e. the source's own attention); the reverse would drop weights."""
+    """Start `target` from `source`'s weights (`train --init`). A plug without learned attention (or a centre)
+    may seed one with it (the new parts start at zero, i.e. the source's own attention; training sets the
+    centre); the reverse would drop weights."""
     result = target.load_state_dict(source.state_dict(), strict=False)
-    if result.unexpected_keys:
+    if set(result.unexpected_keys) & LEARNED_ATTENTION_KEYS:
         raise PersonaDemoError(
             f"{source_name} has learned attention; add --learned-attention to start from it"
         )
-    if set(result.missing_keys) - LEARNED_ATTENTION_KEYS:
+    if result.unexpected_keys:
+        raise PersonaDemoError(f"{source_name} has a persona centre; add --centre-persona to start from it")
+    if set(result.missing_keys) - LEARNED_ATTENTION_KEYS - CENTRE_KEYS:
         raise PersonaDemoError(
             f"{source_name} lacks weights this plug needs: {', '.join(result.missing_keys)}"
         )

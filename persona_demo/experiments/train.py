@@ -289,13 +289,26 @@ class PlugTrainer:
         if len(histories) < 2:
             return {}
         out = self.engine.plug_output(queries, histories)
-        persona = torch.nn.functional.normalize(out.soft_tokens[:, 1].float(), dim=-1)
-        cosine = persona @ persona.T
-        different = torch.tensor([[a != b for b in users] for a in users], device=cosine.device)
-        return {
-            "persona_cosine": float(cosine[different].mean()) if different.any() else float("nan"),
+        different = torch.tensor([[a != b for b in users] for a in users])
+        if not different.any():
+            return {}
+
+        def mean_cosine(vectors: torch.Tensor) -> float:
+            unit = torch.nn.functional.normalize(vectors.float(), dim=-1)
+            return float((unit @ unit.T).cpu()[different].mean())
+
+        result = {
+            "persona_cosine": mean_cosine(out.soft_tokens[:, 1]),
             "max_attention": float(out.weights.max(-1).values.mean()),
         }
+        plug = self.engine.plug
+        if plug.config.centre_persona:  # the same P_u before the centre is taken off: what users share
+            history, _ = self.engine.history_tensor(histories)
+            device = self.engine.loaded_llm.device
+            raw = plug.history_proj(history.to(device, plug.instruction.dtype))
+            pooled = torch.einsum("bl,bld->bd", out.weights.to(raw.dtype), raw)
+            result["persona_cosine_uncentred"] = mean_cosine(pooled)
+        return result
 
     def fit(
         self,
@@ -335,6 +348,8 @@ class PlugTrainer:
             torch.manual_seed(cfg.seed)
             rng = random.Random(cfg.seed)
             start, order = 0, []
+            if plug.config.centre_persona:
+                self.start_centre(train)
             scores = self.dev_scores(dev) if dev else {"nll": math.inf, "score": math.inf}
             best = scores["score"]
             history_log = {"dev_nll_start": scores["nll"], **self._diagnostics_log(dev, "start")}
@@ -414,6 +429,13 @@ class PlugTrainer:
         if cfg.contrastive:  # `best` was NLL + hinge; report the NLL of the kept step beside it
             result |= {"dev_score_best": best, "dev_nll_best": history_log.get("dev_nll", math.nan)}
         return result
+
+    def start_centre(self, train: list[Example]) -> None:
+        """Set the plug's running centre to the mean projected item of the training histories (each distinct
+        text once), so the first step is already centred, even from an uncentred `--init` plug."""
+        texts = sorted({t for e in train for t in e.history[-self.config.max_history :]})
+        if texts:
+            self.engine.plug.set_centre(self.engine.encoder.encode(texts).to(self.engine.loaded_llm.device))
 
     def parameter_groups(self) -> list[dict]:
         """AdamW groups: the learned attention (if any) at `attention_lr`, without weight decay.
