@@ -135,6 +135,7 @@ NLL_RECORD_KEYS = (
     "nll_own",
     "personal_share",
     "personal_share_ci",
+    "persona_cosine",
 )
 """What `--metric nll --record` keeps in the plug (the studio's status line shows the personal share)."""
 

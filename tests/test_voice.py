@@ -211,6 +211,8 @@ def test_two_step_voice_training_and_the_evaluate_command(engine, tmp_path, caps
         math.exp(metrics["nll"])
     )
     assert "vs_none" in metrics and "personal_share_ci" in metrics
+    assert -1 <= metrics["persona_cosine"] <= 1  # the collapse detector on the whole split
+    assert metrics["persona_cosine_by_token"][0] == metrics["persona_cosine"]
 
 
 def test_voice_evaluate_refuses_a_lamp_method(tmp_path, capsys):

@@ -10,6 +10,7 @@ from pathlib import Path
 from ..data.voice import is_voice_file, load_voice_split
 from ..engine.engine import PersonaEngine
 from ..errors import PersonaDemoError
+from .collapse import split_persona_cosines
 from .evaluate import gold_examples
 from .nll import METHOD_CONDITION, ScoringItem, nll_report
 from .retrieval import rag_prompt_builder
@@ -76,6 +77,9 @@ def evaluate_nll(
         seed=seed,
         max_target_tokens=max_target_tokens,
     )
+    if method.startswith("pplug"):  # the collapse detector on the whole split (issue 11's cosine target)
+        queries, histories = [it.query for it in items], [it.history for it in items]
+        report |= split_persona_cosines(engine, queries, histories, [it.user for it in items])
     report = {
         "task": task_name,
         "split": split,

@@ -27,6 +27,7 @@ from ..engine.checkpoint import LEARNED_ATTENTION_KEYS, PlugMetadata, save_plug
 from ..engine.engine import PersonaEngine
 from ..engine.generation import Row
 from ..errors import PersonaDemoError
+from .collapse import mean_cross_user_cosine, persona_cosines
 from .distributed import Single
 from .nll import derangement, scoring_row
 from .retrieval import rag_prompt_builder
@@ -286,19 +287,11 @@ class PlugTrainer:
         histories = [e.history[-self.config.max_history :] for e in dev if e.history]
         queries = [e.query for e in dev if e.history]
         users = [e.user or str(i) for i, e in enumerate(dev) if e.history]
-        if len(histories) < 2:
+        if len(set(users)) < 2:
             return {}
         out = self.engine.plug_output(queries, histories)
-        different = torch.tensor([[a != b for b in users] for a in users])
-        if not different.any():
-            return {}
-
-        def mean_cosine(vectors: torch.Tensor) -> float:
-            unit = torch.nn.functional.normalize(vectors.float(), dim=-1)
-            return float((unit @ unit.T).cpu()[different].mean())
-
         result = {
-            "persona_cosine": mean_cosine(out.soft_tokens[:, 1]),
+            "persona_cosine": persona_cosines(out, users)["persona_cosine"],
             "max_attention": float(out.weights.max(-1).values.mean()),
         }
         plug = self.engine.plug
@@ -307,7 +300,7 @@ class PlugTrainer:
             device = self.engine.loaded_llm.device
             raw = plug.history_proj(history.to(device, plug.instruction.dtype))
             pooled = torch.einsum("bl,bld->bd", out.weights.to(raw.dtype), raw)
-            result["persona_cosine_uncentred"] = mean_cosine(pooled)
+            result["persona_cosine_uncentred"] = mean_cross_user_cosine(pooled, out.soft_mask[:, 1], users)
         return result
 
     def fit(

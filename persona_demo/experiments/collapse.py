@@ -1,0 +1,51 @@
+"""Collapse detector: how far apart different users' persona tokens are (issue 11's cosine target).
+
+Cosine near 1 between users means a position is one more task token, the same for everyone. Training logs
+it on its dev sample; `evaluate --metric nll` reports it on the whole split, for P_u and each item token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..engine.engine import PersonaEngine
+from ..engine.plug import PlugOutput
+
+
+def mean_cross_user_cosine(vectors: torch.Tensor, present: torch.Tensor, users: Sequence[str]) -> float:
+    """Mean cosine over pairs of rows from different users where both rows fill the position (nan if none)."""
+    unit = F.normalize(vectors.detach().float(), dim=-1).cpu()
+    keep = present.bool().cpu()
+    different = torch.tensor([[a != b for b in users] for a in users])
+    pairs = different & keep[:, None] & keep[None, :]
+    return float((unit @ unit.T)[pairs].mean()) if pairs.any() else float("nan")
+
+
+def persona_cosines(out: PlugOutput, users: Sequence[str]) -> dict[str, object]:
+    """`persona_cosine` (P_u, the paper's persona token) and `persona_cosine_by_token` ([P_u, item 1, ...])."""
+    by_token = [
+        mean_cross_user_cosine(out.soft_tokens[:, position], out.soft_mask[:, position], users)
+        for position in range(1, out.soft_tokens.shape[1])
+    ]
+    return {"persona_cosine": by_token[0], "persona_cosine_by_token": by_token}
+
+
+@torch.no_grad()
+def split_persona_cosines(
+    engine: PersonaEngine,
+    queries: Sequence[str],
+    histories: Sequence[Sequence[str]],
+    users: Sequence[str],
+    batch_size: int = 32,
+) -> dict[str, object]:
+    """`persona_cosines` over a whole split, the plug run in batches (long histories stay in memory bounds)."""
+    tokens, masks = [], []
+    for start in range(0, len(queries), batch_size):
+        out = engine.plug_output(queries[start : start + batch_size], histories[start : start + batch_size])
+        tokens.append(out.soft_tokens.float().cpu())
+        masks.append(out.soft_mask.cpu())
+    joined = PlugOutput(torch.cat(tokens), torch.cat(masks), torch.zeros(0))
+    return persona_cosines(joined, users)
