@@ -183,3 +183,21 @@ def test_rag_prompt_token_budget_cuts_whole_words() -> None:
     # room 20 - 10 input words = 10; glue "." = 1 word -> 9; frame '"Head Line" is the title for "" ' = 7 words
     assert prompt == '"Head Line" is the title for "w0 w1" . ' + INPUTS[4]
     assert words(prompt) <= 20
+
+
+def test_prompt_builder_fits_only_prompts_over_the_limit_and_keeps_the_question() -> None:
+    """`fit`: a prompt the row would cut is rebuilt with LaMP's budget (the question stays whole); a prompt
+    within the limit is the unbudgeted one, exactly (plugs trained on it read the same text)."""
+    from persona_demo.experiments.retrieval import rag_prompt_builder
+
+    def words(s: str) -> int:
+        return len(s.split())
+
+    long_text = " ".join(f"w{i}" for i in range(30))
+    ex = example(4, [{"id": "p", "title": "Head Line", "text": long_text, "date": "2020"}])
+    plain = rag_prompt_builder(4, [ex], 1)(0, 0)
+    assert plain.endswith(INPUTS[4]) and "Markets" not in plain.split()[:20]  # a cut at 20 loses the article
+    fitted = rag_prompt_builder(4, [ex], 1, fit=(words, 20))(0, 0)
+    assert fitted == '"Head Line" is the title for "w0 w1" . ' + INPUTS[4]
+    assert words(fitted) <= 20
+    assert rag_prompt_builder(4, [ex], 1, fit=(words, 100))(0, 0) == plain

@@ -12,7 +12,7 @@ from ..engine.engine import PersonaEngine
 from ..errors import PersonaDemoError
 from .collapse import split_persona_cosines
 from .evaluate import gold_examples
-from .nll import METHOD_CONDITION, ScoringItem, nll_report
+from .nll import METHOD_CONDITION, ScoringItem, nll_report, prompt_fit
 from .retrieval import rag_prompt_builder
 
 VOICE_TASK = "persona-voice"
@@ -64,7 +64,7 @@ def evaluate_nll(
         examples, items, task = lamp_items(data, split, limit)
         task_name = Path(data).name
         if method in {"pplug+bm25", "bm25"}:
-            own_prompt = rag_prompt_builder(task, examples, k)
+            own_prompt = rag_prompt_builder(task, examples, k, fit=prompt_fit(engine))
 
     started = time.perf_counter()
     report = nll_report(

@@ -51,13 +51,23 @@ class ScoringItem:
     """The prompt for the `none` / `no_history` conditions."""
 
 
+PROMPT_TOKENS = 256
+"""Prompt tokens a teacher-forcing row keeps (training and NLL scoring cut longer prompts from the right)."""
+
+
+def prompt_fit(engine: PersonaEngine, limit: int = PROMPT_TOKENS) -> tuple[Callable[[str], int], int]:
+    """(the LLM's token counter, limit): what `rag_prompt_builder(fit=...)` needs to keep the question in."""
+    tokenizer = engine.llm.tokenizer
+    return (lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])), limit
+
+
 def scoring_row(
     engine: PersonaEngine,
     prompt: str,
     target: str,
     soft: torch.Tensor | None = None,
     soft_mask: torch.Tensor | None = None,
-    max_prompt_tokens: int = 256,
+    max_prompt_tokens: int = PROMPT_TOKENS,
     max_target_tokens: int = 64,
 ) -> Row:
     """A teacher-forcing row: the (cut) chat-templated prompt, then the (cut) target and EOS."""
@@ -97,7 +107,7 @@ def score(
     queries: Sequence[str] | None = None,
     histories: Sequence[Sequence[str]] | None = None,
     batch_size: int = 8,
-    max_prompt_tokens: int = 256,
+    max_prompt_tokens: int = PROMPT_TOKENS,
     max_target_tokens: int = 64,
     desc: str = "scoring",
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -173,7 +183,7 @@ def nll_report(
     own_prompt: Callable[[int, int], str] | None = None,
     shuffles: int = 3,
     batch_size: int = 8,
-    max_prompt_tokens: int = 256,
+    max_prompt_tokens: int = PROMPT_TOKENS,
     max_target_tokens: int = 64,
     seed: int = 0,
     n_resamples: int = 1000,

@@ -210,12 +210,24 @@ def build_rag_prompt(
 
 
 def rag_prompt_builder(
-    task: int | str | LampTask, examples: Sequence[LampExample], k: int, ranker: Ranker = "bm25"
+    task: int | str | LampTask,
+    examples: Sequence[LampExample],
+    k: int,
+    ranker: Ranker = "bm25",
+    fit: tuple[Callable[[str], int], int] | None = None,
 ) -> Callable[[int, int], str]:
     """prompt(i, j): example i's input with the top-k items of example j's profile — the user's own (j = i) or
-    another user's (the shuffled controls), always ranked against example i's own query."""
+    another user's (the shuffled controls), always ranked against example i's own query.
+
+    `fit` = (token counter, limit): a prompt over the limit is rebuilt with LaMP's item budget (`fit_items`),
+    so cutting it to the limit later (training, NLL scoring) takes retrieved text, not the question. Prompts
+    within the limit are left exactly as they were."""
 
     def prompt(i: int, j: int) -> str:
-        return build_rag_prompt(task, replace(examples[i], profile=examples[j].profile), k, ranker)
+        example = replace(examples[i], profile=examples[j].profile)
+        full = build_rag_prompt(task, example, k, ranker)
+        if fit is None or fit[0](full) <= fit[1]:
+            return full
+        return build_rag_prompt(task, example, k, ranker, tokenizer_len=fit[0], max_length=fit[1])
 
     return prompt

@@ -29,7 +29,7 @@ from ..engine.generation import Row
 from ..errors import PersonaDemoError
 from .collapse import mean_cross_user_cosine, persona_cosines
 from .distributed import Single
-from .nll import derangement, scoring_row
+from .nll import PROMPT_TOKENS, derangement, prompt_fit, scoring_row
 from .retrieval import rag_prompt_builder
 
 
@@ -45,7 +45,7 @@ class TrainConfig:
     """Stop after this many optimizer steps (0 = run all epochs)."""
     seed: int = 0
     max_history: int = 256
-    max_prompt_tokens: int = 256
+    max_prompt_tokens: int = PROMPT_TOKENS
     max_target_tokens: int = 64
     eval_every: int = 50
     eval_limit: int = 64
@@ -107,17 +107,19 @@ def to_examples(
     shuffle_seed: int | None = None,
     retrieval_share: float = 1.0,
     share_seed: int = 0,
+    fit: tuple[Callable[[str], int], int] | None = None,
 ) -> list[Example]:
     """Training/dev examples; with `shuffle_seed`, each also carries another user's history (and, with
     `retrieval_k`, the prompt built from that user's items ranked against this question).
 
     With `retrieval_share` < 1, a seeded share of the examples carries the retrieved text, the rest the plain
-    input; an example's negative is built the same way as its own prompt."""
+    input; an example's negative is built the same way as its own prompt. `fit` keeps the question in prompts
+    that the row will cut (see `rag_prompt_builder`)."""
     spec = dataset.spec
     kept = [e for e in dataset.examples[: limit or None] if e.target]
     if not kept:
         raise PersonaDemoError(f"{dataset.source}: no examples with a target to train on")
-    rag = rag_prompt_builder(dataset.task, kept, retrieval_k, "bm25") if retrieval_k else None
+    rag = rag_prompt_builder(dataset.task, kept, retrieval_k, "bm25", fit) if retrieval_k else None
     chooser = random.Random(share_seed)
     hybrid = [rag is not None and chooser.random() < retrieval_share for _ in kept]
 
@@ -525,7 +527,11 @@ def train_plug(
     else:
         k = config.retrieval_k
         seed = config.seed if config.contrastive else None
-        share = {"retrieval_share": config.retrieval_share, "share_seed": config.seed}
+        share = {
+            "retrieval_share": config.retrieval_share,
+            "share_seed": config.seed,
+            "fit": prompt_fit(engine, config.max_prompt_tokens),
+        }
         train = to_examples(load_split(data_dir, "train"), config.limit, k, shuffle_seed=seed, **share)
         dev_path = Path(data_dir) / "dev_questions.json"
         dev = (
