@@ -116,14 +116,17 @@ class PersonaPlug(nn.Module):
     def project_items(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Proj(h_i) [B, L, D], centred when configured; in training mode the centre follows the batches."""
         projected = self.history_proj(history.to(self.instruction.dtype))
+        real = mask.bool()
+        if self.config.centre_persona and self.training and real.any():
+            with torch.no_grad():
+                batch_mean = projected.detach()[real].float().mean(0)
+                self.persona_centre.lerp_(batch_mean.to(self.persona_centre.dtype), self.CENTRE_MOMENTUM)
+        return self.centred(projected)
+
+    def centred(self, projected: torch.Tensor) -> torch.Tensor:
+        """Projected items minus the stored centre (unchanged for a plug without one)."""
         if not self.config.centre_persona:
             return projected
-        if self.training:
-            with torch.no_grad():
-                real = mask.bool()
-                if real.any():
-                    batch_mean = projected.detach()[real].float().mean(0)
-                    self.persona_centre.lerp_(batch_mean.to(self.persona_centre.dtype), self.CENTRE_MOMENTUM)
         return projected - self.persona_centre.to(projected.dtype)
 
     @torch.no_grad()
@@ -204,7 +207,5 @@ class PersonaPlug(nn.Module):
         """Query-independent persona (unit vector in LLM space): the mean of projected items, for maps."""
         if history.shape[0] == 0:
             raise ValueError("a persona vector needs at least one history item")
-        projected = self.history_proj(history.to(self.instruction.dtype))
-        if self.config.centre_persona:
-            projected = projected - self.persona_centre.to(projected.dtype)
+        projected = self.centred(self.history_proj(history.to(self.instruction.dtype)))
         return F.normalize(projected.mean(0), dim=-1)

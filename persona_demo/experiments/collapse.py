@@ -19,7 +19,9 @@ def mean_cross_user_cosine(vectors: torch.Tensor, present: torch.Tensor, users: 
     """Mean cosine over pairs of rows from different users where both rows fill the position (nan if none)."""
     unit = F.normalize(vectors.detach().float(), dim=-1).cpu()
     keep = present.bool().cpu()
-    different = torch.tensor([[a != b for b in users] for a in users])
+    ids = {user: i for i, user in enumerate(dict.fromkeys(users))}
+    index = torch.tensor([ids[user] for user in users])
+    different = index[:, None] != index[None, :]
     pairs = different & keep[:, None] & keep[None, :]
     return float((unit @ unit.T)[pairs].mean()) if pairs.any() else float("nan")
 

@@ -27,7 +27,7 @@ from ..engine.checkpoint import LEARNED_ATTENTION_KEYS, PlugMetadata, save_plug
 from ..engine.engine import PersonaEngine
 from ..engine.generation import Row
 from ..errors import PersonaDemoError
-from .collapse import mean_cross_user_cosine, persona_cosines
+from .collapse import mean_cross_user_cosine
 from .distributed import Single
 from .nll import PROMPT_TOKENS, derangement, prompt_fit, scoring_row
 from .retrieval import rag_prompt_builder
@@ -291,16 +291,16 @@ class PlugTrainer:
         users = [e.user or str(i) for i, e in enumerate(dev) if e.history]
         if len(set(users)) < 2:
             return {}
-        out = self.engine.plug_output(queries, histories)
+        vectors = self.engine.history_tensor(histories)
+        out = self.engine.plug_output(queries, histories, history_vectors=vectors)
         result = {
-            "persona_cosine": persona_cosines(out, users)["persona_cosine"],
+            "persona_cosine": mean_cross_user_cosine(out.soft_tokens[:, 1], out.soft_mask[:, 1], users),
             "max_attention": float(out.weights.max(-1).values.mean()),
         }
         plug = self.engine.plug
         if plug.config.centre_persona:  # the same P_u before the centre is taken off: what users share
-            history, _ = self.engine.history_tensor(histories)
             device = self.engine.loaded_llm.device
-            raw = plug.history_proj(history.to(device, plug.instruction.dtype))
+            raw = plug.history_proj(vectors[0].to(device, plug.instruction.dtype))
             pooled = torch.einsum("bl,bld->bd", out.weights.to(raw.dtype), raw)
             result["persona_cosine_uncentred"] = mean_cross_user_cosine(pooled, out.soft_mask[:, 1], users)
         return result
