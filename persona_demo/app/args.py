@@ -7,6 +7,7 @@ SQLite or torch (which the user would only see as "something went wrong").
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from ..errors import PersonaDemoError
@@ -23,7 +24,8 @@ def row_id(value: Any, what: str = "persona") -> int | None:
     if value is None or value == "":
         return None
     number: Any = value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    # Not str.isdigit: it accepts "²" and "--5", which int() refuses (a crash instead of a clear message).
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value.strip()):
         number = int(value.strip())
     if isinstance(number, float) and math.isfinite(number) and number.is_integer():
         number = int(number)

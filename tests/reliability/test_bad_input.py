@@ -206,3 +206,13 @@ def test_any_uploaded_file_gives_a_message_or_items(studio, tmp_path_factory):
         check_refusal_is_clean(fns["import_personas"], [str(path), ""], store.path)
 
     run()
+
+
+@pytest.mark.parametrize("value", ["²", "--5", "٣", "1e3", "-0"])
+def test_id_strings_int_refuses_get_a_clear_message(value):
+    """Found by the fuzz test above: "²".isdigit() is True, but int("²") raises a bare ValueError."""
+    from persona_demo.app.args import row_id
+    from persona_demo.errors import PersonaDemoError
+
+    with pytest.raises(PersonaDemoError, match="is not a persona id"):
+        row_id(value)
