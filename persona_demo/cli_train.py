@@ -51,6 +51,13 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> None:
         "carries what differs between users and the instruction token what they share",
     )
     parser.add_argument(
+        "--centre-strength",
+        type=float,
+        default=1.0,
+        help="with --centre-persona: the share of the centre taken off (0-1]; 1 leaves P_u only what differs "
+        "between users, smaller values keep part of what they share, which the frozen LLM reads better",
+    )
+    parser.add_argument(
         "--attention-lr",
         type=float,
         default=0.0,
@@ -81,6 +88,19 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         default=0.1,
         help="nats per target token by which the own history must beat another user's",
+    )
+    parser.add_argument(
+        "--diversity",
+        type=float,
+        default=0.0,
+        help="weight of a penalty on the mean cosine between different users' persona tokens above "
+        "--diversity-target (0 = off); the LLM loss alone makes P_u one task token shared by everyone",
+    )
+    parser.add_argument(
+        "--diversity-target",
+        type=float,
+        default=0.9,
+        help="the cross-user cosine of P_u below which the diversity penalty is zero",
     )
     parser.add_argument(
         "--init",
@@ -119,6 +139,8 @@ def run_train(args: argparse.Namespace) -> int:
         contrastive=args.contrastive,
         contrastive_margin=args.contrastive_margin,
         attention_lr=args.attention_lr,
+        diversity=args.diversity,
+        diversity_target=args.diversity_target,
     ).validated()
     # Accelerate only under `accelerate launch`; a plain run is one process as before.
     dist = distributed.current(config.grad_accum, config.batch_size)
@@ -131,6 +153,7 @@ def run_train(args: argparse.Namespace) -> int:
             persona_tokens=args.persona_tokens,
             learned_attention=args.learned_attention,
             centre_persona=args.centre_persona,
+            centre_strength=args.centre_strength,
         )
     except ValueError as exc:
         raise PersonaDemoError(str(exc)) from None

@@ -158,6 +158,35 @@ def test_centred_plug_pools_items_minus_the_centre():
     assert b.soft_mask.tolist() == a.soft_mask.tolist()
 
 
+def test_partial_centring_takes_off_only_its_share_of_the_centre():
+    """centre_strength β: every persona position is built from Proj(h_i) − β·c (β = 1 is full centring)."""
+    query, history, mask = batch()
+    plain = make_plug(persona_tokens=2)
+    partial = make_plug(persona_tokens=2, centre_persona=True, centre_strength=0.25)
+    partial.eval()
+    partial.set_centre(history[0])
+    a, b = plain(query, history, mask), partial(query, history, mask)
+    projected = plain.history_proj(history) - 0.25 * partial.persona_centre
+    pooled = torch.einsum("bl,bld->bd", a.weights, projected)
+    assert torch.allclose(b.soft_tokens[0, 1], F.normalize(pooled[0], dim=-1) * 3.0, atol=1e-5)
+    top = int(a.weights[0].argmax())
+    assert torch.allclose(b.soft_tokens[0, 2], F.normalize(projected[0, top], dim=-1) * 3.0, atol=1e-5)
+    assert not torch.allclose(b.soft_tokens[0, 1], a.soft_tokens[0, 1])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"centre_persona": True, "centre_strength": 0.0}, "in \\(0, 1\\]"),
+        ({"centre_persona": True, "centre_strength": 1.5}, "in \\(0, 1\\]"),
+        ({"centre_strength": 0.5}, "needs centre_persona"),
+    ],
+)
+def test_centre_strength_outside_its_range_is_refused(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        PlugConfig(encoder_dim=8, llm_dim=12, token_norm=3.0, **overrides)
+
+
 def test_centre_follows_training_batches_only_and_is_not_a_weight():
     query, history, mask = batch()
     plug = make_plug(centre_persona=True)

@@ -320,3 +320,57 @@ def test_centred_training_starts_at_the_training_mean_and_logs_both_cosines(engi
     assert metadata.config.centre_persona
     assert {"persona_cosine_start", "persona_cosine_uncentred_start"} <= set(metadata.metrics)
     _fresh_plug(engine)
+
+
+def test_diversity_penalty_is_the_cosine_excess_and_pushes_users_apart(engine, tmp_path):
+    """--diversity: relu(mean cross-user cosine of P_u − target); zero below the target, and a gradient step
+    on it lowers the cosine (the collapse target of issue 11)."""
+    from persona_demo.experiments.collapse import mean_cross_user_cosine
+    from persona_demo.experiments.train import PlugTrainer
+
+    write_lamp4(tmp_path)
+    _fresh_plug(engine)
+    train, _ = _splits(tmp_path)
+    histories = [e.history for e in train]
+    users = [e.user for e in train]
+    trainer = PlugTrainer(engine, TrainConfig(diversity=1.0, diversity_target=-1.0))
+
+    def cosine() -> float:
+        with torch.no_grad():
+            out = engine.plug_output([e.query for e in train], histories)
+        return mean_cross_user_cosine(out.soft_tokens[:, 1], out.soft_mask[:, 1], users)
+
+    before = cosine()
+    _, _, out = trainer.row_nll_and_plug(train, histories)
+    penalty = trainer.diversity_penalty(out, train)
+    assert float(penalty) == pytest.approx(before + 1.0, abs=1e-4)
+    penalty.backward()
+    with torch.no_grad():
+        for p in engine.plug.parameters():
+            if p.grad is not None:
+                p -= 0.05 * p.grad
+    assert cosine() < before
+    engine.plug.zero_grad()
+    lenient = PlugTrainer(engine, TrainConfig(diversity=1.0, diversity_target=1.0))
+    assert float(lenient.diversity_penalty(lenient.row_nll_and_plug(train, histories)[2], train)) == 0.0
+    with pytest.raises(PersonaDemoError, match="diversity-target"):
+        TrainConfig(diversity_target=2.0).validated()
+    with pytest.raises(PersonaDemoError, match="--diversity"):
+        TrainConfig(diversity=-0.1).validated()
+    _fresh_plug(engine)
+
+
+def test_diversity_training_adds_the_dev_cosine_excess_to_the_checkpoint_score(engine, tmp_path):
+    write_lamp4(tmp_path)
+    _fresh_plug(engine)
+    out = tmp_path / "d.safetensors"
+    config = TrainConfig(
+        max_steps=1, batch_size=4, eval_every=1, warmup_ratio=0.0, diversity=2.0, diversity_target=-1.0
+    )
+    train_plug(engine, tmp_path, out, config)
+    metadata = read_metadata(out)
+    assert metadata.training["diversity"] == 2.0
+    metrics = metadata.metrics
+    cosine = metrics["persona_cosine_last" if metadata.training["step"] else "persona_cosine_start"]
+    assert metrics["dev_score"] == pytest.approx(metrics["dev_nll"] + 2.0 * (cosine + 1.0), abs=1e-4)
+    _fresh_plug(engine)

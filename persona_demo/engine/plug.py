@@ -48,6 +48,9 @@ class PlugConfig:
     """Train the attention: a query map W and a log-scale s (both start at 0, i.e. the paper's weights)."""
     centre_persona: bool = False
     """Subtract the running population mean of projected items (a stored buffer) from every persona position."""
+    centre_strength: float = 1.0
+    """With `centre_persona`: the share β of the centre taken off, Proj(h_i) − β·c. 1 removes what users share
+    entirely (cosine ~0, but the frozen LLM then reads noise); smaller β trades distinctness for NLL."""
 
     def __post_init__(self) -> None:
         if self.aggregation not in AGGREGATIONS:
@@ -56,6 +59,10 @@ class PlugConfig:
             raise ValueError("tau must be positive")
         if self.learned_attention and self.aggregation != "attention":
             raise ValueError("learned attention needs aggregation 'attention'")
+        if not 0.0 < self.centre_strength <= 1.0:
+            raise ValueError("centre_strength must be in (0, 1]")
+        if self.centre_strength != 1.0 and not self.centre_persona:
+            raise ValueError("centre_strength needs centre_persona")
         if not 1 <= self.persona_tokens <= 64:
             raise ValueError("persona_tokens must be between 1 and 64")
 
@@ -124,10 +131,10 @@ class PersonaPlug(nn.Module):
         return self.centred(projected)
 
     def centred(self, projected: torch.Tensor) -> torch.Tensor:
-        """Projected items minus the stored centre (unchanged for a plug without one)."""
+        """Projected items minus β × the stored centre (unchanged for a plug without one)."""
         if not self.config.centre_persona:
             return projected
-        return projected - self.persona_centre.to(projected.dtype)
+        return projected - self.config.centre_strength * self.persona_centre.to(projected.dtype)
 
     @torch.no_grad()
     def set_centre(self, items: torch.Tensor) -> None:

@@ -15,15 +15,22 @@ from ..engine.engine import PersonaEngine
 from ..engine.plug import PlugOutput
 
 
-def mean_cross_user_cosine(vectors: torch.Tensor, present: torch.Tensor, users: Sequence[str]) -> float:
-    """Mean cosine over pairs of rows from different users where both rows fill the position (nan if none)."""
-    unit = F.normalize(vectors.detach().float(), dim=-1).cpu()
-    keep = present.bool().cpu()
+def cross_user_cosine(vectors: torch.Tensor, present: torch.Tensor, users: Sequence[str]) -> torch.Tensor:
+    """Mean cosine over pairs of rows from different users where both rows fill the position, as a tensor
+    that gradients flow through (training's diversity term); nan if there is no such pair."""
+    unit = F.normalize(vectors.float(), dim=-1)
+    keep = present.bool().to(unit.device)
     ids = {user: i for i, user in enumerate(dict.fromkeys(users))}
-    index = torch.tensor([ids[user] for user in users])
-    different = index[:, None] != index[None, :]
-    pairs = different & keep[:, None] & keep[None, :]
-    return float((unit @ unit.T)[pairs].mean()) if pairs.any() else float("nan")
+    index = torch.tensor([ids[user] for user in users], device=unit.device)
+    pairs = (index[:, None] != index[None, :]) & keep[:, None] & keep[None, :]
+    if not pairs.any():
+        return unit.new_tensor(float("nan"))
+    return (unit @ unit.T)[pairs].mean()
+
+
+def mean_cross_user_cosine(vectors: torch.Tensor, present: torch.Tensor, users: Sequence[str]) -> float:
+    """`cross_user_cosine` as a number, for logs and metrics."""
+    return float(cross_user_cosine(vectors.detach().cpu(), present.cpu(), users))
 
 
 def persona_cosines(out: PlugOutput, users: Sequence[str]) -> dict[str, object]:

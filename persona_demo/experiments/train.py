@@ -26,8 +26,9 @@ from ..data.voice import is_voice_file, load_voice_split
 from ..engine.checkpoint import LEARNED_ATTENTION_KEYS, PlugMetadata, save_plug
 from ..engine.engine import PersonaEngine
 from ..engine.generation import Row
+from ..engine.plug import PlugOutput
 from ..errors import PersonaDemoError
-from .collapse import mean_cross_user_cosine
+from .collapse import cross_user_cosine, mean_cross_user_cosine
 from .distributed import Single
 from .nll import PROMPT_TOKENS, derangement, prompt_fit, scoring_row
 from .retrieval import rag_prompt_builder
@@ -64,6 +65,16 @@ class TrainConfig:
     """Nats per target token by which the user's own history must beat another user's."""
     attention_lr: float = 0.0
     """Learning rate of the learned attention's parameters (0 = `lr`)."""
+    diversity: float = 0.0
+    """Weight of relu(mean cross-user cosine of P_u − `diversity_target`): pushes different users' persona
+    tokens apart (issue 11's collapse target) where the LLM loss alone pulls them into one task direction."""
+    diversity_target: float = 0.9
+    """The cosine below which the diversity term is zero."""
+
+    @property
+    def composite_score(self) -> bool:
+        """Whether checkpoints are picked by NLL plus extra terms (the training objective), not NLL alone."""
+        return bool(self.contrastive or self.diversity)
 
     def validated(self) -> TrainConfig:
         if self.batch_size < 1 or self.grad_accum < 1:
@@ -80,6 +91,10 @@ class TrainConfig:
             raise PersonaDemoError("--attention-lr must be between 0 (= --lr) and 1")
         if self.contrastive < 0 or self.contrastive_margin < 0:
             raise PersonaDemoError("--contrastive and --contrastive-margin must be 0 or more")
+        if self.diversity < 0:
+            raise PersonaDemoError("--diversity must be 0 or more")
+        if not -1 <= self.diversity_target <= 1:
+            raise PersonaDemoError("--diversity-target is a cosine: between -1 and 1")
         if self.epochs <= 0 and self.max_steps <= 0:
             raise PersonaDemoError("give --epochs > 0 or --max-steps > 0")
         return self
@@ -216,6 +231,13 @@ class PlugTrainer:
         self, batch: list[Example], histories: list[list[str]], prompts: list[str] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-example summed target NLL and token counts, with these histories (and prompts)."""
+        nll, counts, _ = self.row_nll_and_plug(batch, histories, prompts)
+        return nll, counts
+
+    def row_nll_and_plug(
+        self, batch: list[Example], histories: list[list[str]], prompts: list[str] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, PlugOutput]:
+        """`row_nll` and the plug output it used (the diversity term reads its P_u)."""
         out = self.engine.plug_output([e.query for e in batch], histories, plug=self.forward_plug)
         prompts = prompts or [e.prompt for e in batch]
         rows = [
@@ -224,7 +246,16 @@ class PlugTrainer:
         ]
         with self.dist.autocast(self.config.autocast_bf16, self.engine.loaded_llm.device):
             nll, counts = self.engine.llm.token_nll(rows)
-        return nll.float(), counts
+        return nll.float(), counts, out
+
+    def diversity_penalty(self, out: PlugOutput, batch: list[Example]) -> torch.Tensor:
+        """relu(mean cross-user cosine of this batch's P_u − target): zero once users are far enough apart.
+        Rows without a user id count as distinct users."""
+        users = [e.user or f"#{i}" for i, e in enumerate(batch)]
+        cosine = cross_user_cosine(out.soft_tokens[:, 1], out.soft_mask[:, 1], users)
+        if torch.isnan(cosine):
+            return cosine.new_zeros(())
+        return torch.relu(cosine - self.config.diversity_target)
 
     def batch_nll(
         self, batch: list[Example], histories: list[list[str]]
@@ -265,8 +296,8 @@ class PlugTrainer:
     @torch.no_grad()
     def dev_scores(self, dev: list[Example]) -> dict[str, float]:
         """Dev NLL, and the score that picks the best checkpoint: the NLL, plus (with the contrastive term)
-        its weighted mean hinge on dev, i.e. the training objective, so a plug that trades a little NLL for
-        personal signal can win."""
+        its weighted mean hinge on dev and (with the diversity term) its weighted cosine excess, i.e. the
+        training objective, so a plug that trades a little NLL for personal signal can win."""
         self.engine.plug.eval()
         total, count, hinge_total = 0.0, 0, 0.0
         for start in self.dist.round_robin(range(0, len(dev), self.config.batch_size)):
@@ -279,7 +310,12 @@ class PlugTrainer:
             sums = torch.tensor([total, float(count), hinge_total], dtype=torch.float64)
             total, count, hinge_total = self.dist.sum(sums).tolist()
         nll, hinge = total / max(count, 1), hinge_total / max(len(dev), 1)
-        return {"nll": nll, "hinge": hinge, "score": nll + self.config.contrastive * hinge}
+        scores = {"nll": nll, "hinge": hinge, "score": nll + self.config.contrastive * hinge}
+        if self.config.diversity:  # the same excess over the whole dev sample (more user pairs than a batch)
+            cosine = self.dev_diagnostics(dev).get("persona_cosine", float("nan"))
+            excess = max(cosine - self.config.diversity_target, 0.0) if not math.isnan(cosine) else 0.0
+            scores["score"] += self.config.diversity * excess
+        return scores
 
     @torch.no_grad()
     def dev_diagnostics(self, dev: list[Example]) -> dict[str, float]:
@@ -348,7 +384,7 @@ class PlugTrainer:
             scores = self.dev_scores(dev) if dev else {"nll": math.inf, "score": math.inf}
             best = scores["score"]
             history_log = {"dev_nll_start": scores["nll"], **self._diagnostics_log(dev, "start")}
-            if cfg.contrastive and dev:
+            if cfg.composite_score and dev:
                 history_log |= {"dev_score_start": best, "dev_nll": scores["nll"]}
             if dev:  # the untrained plug is the first candidate: `out` always holds the best so far
                 self._save(out, metadata, 0, best, history_log)
@@ -377,8 +413,10 @@ class PlugTrainer:
                 # over the global token count, times the process count that DDP's gradient mean divides by.
                 with self.dist.accumulate(self.forward_plug):
                     shard = self.dist.shard(batch)
-                    rows_nll, counts = self.row_nll(shard, self.dist.shard(histories))
+                    rows_nll, counts, soft = self.row_nll_and_plug(shard, self.dist.shard(histories))
                     loss = rows_nll.sum() * self.dist.num_processes / self.dist.sum(counts.sum())
+                    if cfg.diversity:  # per process: its shard's users (all of them on one process)
+                        loss = loss + cfg.diversity * self.diversity_penalty(soft, shard)
                     if cfg.contrastive:
                         hinge, gap = self.contrastive_sum(shard, self.dist.shard(negatives), rows_nll, counts)
                         rows = self.dist.sum(torch.tensor(float(len(shard)), device=hinge.device))
@@ -397,13 +435,13 @@ class PlugTrainer:
                 history_log.update(diagnostics)
                 if self.dist.is_main:
                     shown = ", ".join(f"{k.removesuffix('_last')} {v:.3f}" for k, v in diagnostics.items())
-                    if cfg.contrastive:
+                    if cfg.composite_score:
                         shown += f", dev NLL {scores['nll']:.4f}, dev hinge {scores['hinge']:.4f}"
-                    label = "dev NLL + contrastive" if cfg.contrastive else "dev NLL"
+                    label = "dev objective" if cfg.composite_score else "dev NLL"
                     bar.write(f"step {done}: {label} {current:.4f} (best {best:.4f}); {shown}")
                 if current < best:
                     best = current
-                    if cfg.contrastive:
+                    if cfg.composite_score:
                         history_log["dev_nll"] = scores["nll"]
                     self._save(out, metadata, done, best, history_log)
             if on_step is not None:
@@ -421,7 +459,7 @@ class PlugTrainer:
             state_file.unlink(missing_ok=True)
         self.dist.wait()
         result = {"dev_nll_start": history_log["dev_nll_start"], "dev_nll_best": best, "steps": total}
-        if cfg.contrastive:  # `best` was NLL + hinge; report the NLL of the kept step beside it
+        if cfg.composite_score:  # `best` was NLL + extra terms; report the NLL of the kept step beside it
             result |= {"dev_score_best": best, "dev_nll_best": history_log.get("dev_nll", math.nan)}
         return result
 
@@ -492,9 +530,9 @@ class PlugTrainer:
         if not self.dist.is_main:
             return
         metadata.training = {**asdict(self.config), "step": step}
-        # dev_nll is the selection score; with the contrastive term that is NLL + hinge (dev_score), and the
-        # log carries the plain NLL at that step.
-        if self.config.contrastive:
+        # dev_nll is the selection score; with contrastive/diversity terms that is the objective (dev_score),
+        # and the log carries the plain NLL at that step.
+        if self.config.composite_score:
             metadata.metrics = {**log, "dev_score": dev_nll}
         else:
             metadata.metrics = {**log, "dev_nll": dev_nll}
