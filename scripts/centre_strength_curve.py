@@ -44,7 +44,8 @@ def main(plug_path: Path, data: Path, betas: list[float], k: int) -> None:
         trainer = PlugTrainer(engine, config)
         if beta > 0:
             trainer.start_centre(train)
-        row = {"beta": beta, **trainer.dev_scores(dev), **trainer.dev_diagnostics(dev)}
+        collapse = trainer.dev_diagnostics(dev)
+        row = {"beta": beta, **trainer.dev_scores(dev, collapse), **collapse}
         print(json.dumps({key: round(v, 4) if isinstance(v, float) else v for key, v in row.items()}))
 
 

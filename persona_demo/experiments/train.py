@@ -183,6 +183,11 @@ def history_dropout(history: list[str], rng: random.Random) -> list[str]:
     return rng.sample(history, len(history) - n_del)
 
 
+def tagged(diagnostics: dict[str, float], when: str) -> dict[str, float]:
+    """Collapse-detector figures as the plug's metrics store them (`persona_cosine_start`, ..._last)."""
+    return {f"{k}_{when}": v for k, v in diagnostics.items()}
+
+
 def state_path(out: Path) -> Path:
     """Where an interrupted run of `out` keeps its training state (`plug.safetensors` → `plug.train-state.pt`)."""
     out = Path(out)
@@ -294,10 +299,11 @@ class PlugTrainer:
         return self.dev_scores(dev)["nll"]
 
     @torch.no_grad()
-    def dev_scores(self, dev: list[Example]) -> dict[str, float]:
+    def dev_scores(self, dev: list[Example], diagnostics: dict[str, float] | None = None) -> dict[str, float]:
         """Dev NLL, and the score that picks the best checkpoint: the NLL, plus (with the contrastive term)
         its weighted mean hinge on dev and (with the diversity term) its weighted cosine excess, i.e. the
-        training objective, so a plug that trades a little NLL for personal signal can win."""
+        training objective, so a plug that trades a little NLL for personal signal can win. `diagnostics`: this
+        plug's `dev_diagnostics(dev)` when the caller has them already (the diversity term reads its cosine)."""
         self.engine.plug.eval()
         total, count, hinge_total = 0.0, 0, 0.0
         for start in self.dist.round_robin(range(0, len(dev), self.config.batch_size)):
@@ -312,7 +318,8 @@ class PlugTrainer:
         nll, hinge = total / max(count, 1), hinge_total / max(len(dev), 1)
         scores = {"nll": nll, "hinge": hinge, "score": nll + self.config.contrastive * hinge}
         if self.config.diversity:  # the same excess over the whole dev sample (more user pairs than a batch)
-            cosine = self.dev_diagnostics(dev).get("persona_cosine", float("nan"))
+            diagnostics = self.dev_diagnostics(dev) if diagnostics is None else diagnostics
+            cosine = diagnostics.get("persona_cosine", float("nan"))
             excess = max(cosine - self.config.diversity_target, 0.0) if not math.isnan(cosine) else 0.0
             scores["score"] += self.config.diversity * excess
         return scores
@@ -381,9 +388,10 @@ class PlugTrainer:
             start, order = 0, []
             if plug.config.centre_persona:
                 self.start_centre(train)
-            scores = self.dev_scores(dev) if dev else {"nll": math.inf, "score": math.inf}
+            diagnostics = self.dev_diagnostics(dev)
+            scores = self.dev_scores(dev, diagnostics) if dev else {"nll": math.inf, "score": math.inf}
             best = scores["score"]
-            history_log = {"dev_nll_start": scores["nll"], **self._diagnostics_log(dev, "start")}
+            history_log = {"dev_nll_start": scores["nll"], **tagged(diagnostics, "start")}
             if cfg.composite_score and dev:
                 history_log |= {"dev_score_start": best, "dev_nll": scores["nll"]}
             if dev:  # the untrained plug is the first candidate: `out` always holds the best so far
@@ -429,9 +437,10 @@ class PlugTrainer:
             bar.set_postfix(loss=f"{loss_sum:.3f}", **({"gap": f"{gap_sum:+.3f}"} if cfg.contrastive else {}))
             done = step + 1
             if dev and (done % cfg.eval_every == 0 or done == total):
-                scores = self.dev_scores(dev)
+                collapse = self.dev_diagnostics(dev)
+                scores = self.dev_scores(dev, collapse)
                 current = scores["score"]
-                diagnostics = self._diagnostics_log(dev, "last")
+                diagnostics = tagged(collapse, "last")
                 history_log.update(diagnostics)
                 if self.dist.is_main:
                     shown = ", ".join(f"{k.removesuffix('_last')} {v:.3f}" for k, v in diagnostics.items())
@@ -481,9 +490,6 @@ class PlugTrainer:
         if not attention or not self.config.attention_lr:
             return [{"params": rest + attention}]
         return [{"params": rest}, {"params": attention, "lr": self.config.attention_lr, "weight_decay": 0.0}]
-
-    def _diagnostics_log(self, dev: list[Example], when: str) -> dict[str, float]:
-        return {f"{k}_{when}": v for k, v in self.dev_diagnostics(dev).items()}
 
     def _state_config(self) -> dict[str, object]:
         """The settings a resumed run must share with the interrupted one."""
