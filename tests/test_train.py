@@ -165,7 +165,11 @@ def test_train_cli_starts_from_a_shipped_plug_with_more_persona_tokens(tmp_path,
     out = tmp_path / "more.safetensors"
     args = ["train", "--data", str(tmp_path), "--out", str(out), "--max-steps", "1", "--batch-size", "2"]
     args += ["--lr", "1e-9", "--attention-lr", "1e-9", "--init", str(shipped), "--persona-tokens", str(more)]
-    assert main([*args, *(["--learned-attention"] if start.config.learned_attention else [])]) == 0
+    if start.config.learned_attention:
+        args += ["--learned-attention"]
+    if start.config.centre_persona:  # the shipped plug's own flags, as a user continuing it would pass them
+        args += ["--centre-persona", "--centre-strength", str(start.config.centre_strength)]
+    assert main(args) == 0
     metadata = read_metadata(out)
     assert metadata.config.persona_tokens == more and metadata.config.soft_tokens == more + 1
     kwargs = {"llm_id": start.llm_id, "llm_dim": start.config.llm_dim}
@@ -175,6 +179,8 @@ def test_train_cli_starts_from_a_shipped_plug_with_more_persona_tokens(tmp_path,
     weights = after.state_dict()
     assert set(weights) == set(before.state_dict())
     for name, a in before.state_dict().items():
+        if name == "persona_centre":  # a running mean of the batch's P_u (like BatchNorm's), not a weight
+            continue
         assert torch.allclose(a, weights[name], atol=1e-4), name  # lr 1e-9: the weights are the shipped ones
 
 
