@@ -115,7 +115,7 @@ def main(data: Path, plug: Path, split: str) -> None:
             "mean_star_probs": [round(float(p), 3) for p in probs.mean(0)],
             "mae_median_rule": round(float((answers - gold).abs().mean()), 4),
             "mae_always_5": round(float((5 - gold).abs().mean()), 4),
-            "auc_p5_gold_is_5": round(ranking_auc(probs[:, 4], gold == 5), 3),
+            "auc_p5_gold_is_5": round(ranking_auc(probs[:, labels.index("5")], gold == 5), 3),
             "auc_expected_star_gold_is_5": round(ranking_auc(expected_star, gold == 5), 3),
         }
         print(json.dumps(report), flush=True)
