@@ -7,8 +7,8 @@
    thresholds, calibration) can beat always-5.
 2. Upper bounds for what the plug's inputs could carry: multinomial logistic regressions trained on the
    train split and scored on dev with the median rule, on the encoder's review vector, plus the mean of the
-   reviewer's history vectors (rendered as the plug embeds them, score last, or with the score in words
-   first), or plus two numbers from the history (mean score, share of 5s), which the plug never sees as such.
+   reviewer's history vectors (the review texts alone, as the plug embeds them, or with each review's score
+   added last or in words first), or plus two numbers from the history (mean score, share of 5s).
 
 Usage: PYTHONPATH=. HF_HUB_OFFLINE=1 python scripts/rating_signal.py DATA_DIR PLUG [SPLIT]
 e.g.   ... ../shared/data/amazon_mi_rating assets/plugs/amazon_mi_rating.safetensors dev
@@ -31,10 +31,6 @@ from persona_demo.experiments.evaluate import gold_examples, method_inputs
 from persona_demo.experiments.labels import choose_label, label_log_probs
 
 BATCH = 8
-HISTORY_RENDERINGS = {
-    "score last (as the plug embeds it)": lambda item: f"{item['text']} {item['score']}",
-    "score in words first": lambda item: f"Rated {item['score']} out of 5. {item['text']}",
-}
 
 
 def ranking_auc(scores: torch.Tensor, positive: torch.Tensor) -> float:
@@ -62,16 +58,29 @@ def star_log_probs(
     return torch.cat(rows), [e.target for e in examples], list(dataset.spec.labels)
 
 
+def mean_history_vectors(engine: PersonaEngine, histories: list[list[str]]) -> np.ndarray:
+    """[n, d]: each history's mean vector, all texts encoded in one batched (cached) call."""
+    vectors = engine.encoder.encode([text for history in histories for text in history]).float().numpy()
+    ends = np.cumsum([len(history) for history in histories])
+    return np.stack([chunk.mean(0) for chunk in np.split(vectors, ends[:-1])])
+
+
 def probe_features(engine: PersonaEngine, data: Path, split: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Feature sets per question (name -> [n, d]) and the gold stars."""
-    _, examples = gold_examples(data, split, 0)
-    review = engine.encoder.encode([e.query for e in examples]).float().numpy()
+    dataset, examples = gold_examples(data, split, 0)
+    review = engine.encoder.encode_queries([e.query for e in examples]).float().numpy()
+    renderings = {
+        "text only (as the plug embeds it)": [dataset.spec.history_texts(e.profile) for e in examples],
+        "score last": [[f"{p['text']} {p['score']}" for p in e.profile] for e in examples],
+        "score in words first": [
+            [f"Rated {p['score']} out of 5. {p['text']}" for p in e.profile] for e in examples
+        ],
+    }
     features = {"review vector": review}
-    for name, render in HISTORY_RENDERINGS.items():
-        history = [
-            engine.encoder.encode([render(p) for p in e.profile]).float().numpy().mean(0) for e in examples
-        ]
-        features[f"review + mean history vector, {name}"] = np.hstack([review, np.stack(history)])
+    for name, histories in renderings.items():
+        features[f"review + mean history vector, {name}"] = np.hstack(
+            [review, mean_history_vectors(engine, histories)]
+        )
     scores = [[float(p["score"]) for p in e.profile] for e in examples]
     stats = np.array([[np.mean(s), np.mean([x == 5 for x in s])] for s in scores])
     features["review vector + history mean score and share of 5s"] = np.hstack([review, stats])

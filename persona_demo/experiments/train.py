@@ -294,16 +294,12 @@ class PlugTrainer:
         hinge = torch.relu(self.config.contrastive_margin - gap)
         return hinge.sum(), float(gap.detach().mean())
 
-    def dev_nll(self, dev: list[Example]) -> float:
-        """Mean target-token NLL (nats) on dev examples, full histories (each process scores its share)."""
-        return self.dev_scores(dev)["nll"]
-
     @torch.no_grad()
-    def dev_scores(self, dev: list[Example], diagnostics: dict[str, float] | None = None) -> dict[str, float]:
+    def dev_scores(self, dev: list[Example], diagnostics: dict[str, float]) -> dict[str, float]:
         """Dev NLL, and the score that picks the best checkpoint: the NLL, plus (with the contrastive term)
         its weighted mean hinge on dev and (with the diversity term) its weighted cosine excess, i.e. the
         training objective, so a plug that trades a little NLL for personal signal can win. `diagnostics`: this
-        plug's `dev_diagnostics(dev)` when the caller has them already (the diversity term reads its cosine)."""
+        plug's `dev_diagnostics(dev)`, which callers log anyway (the diversity term reads its cosine)."""
         self.engine.plug.eval()
         total, count, hinge_total = 0.0, 0, 0.0
         for start in self.dist.round_robin(range(0, len(dev), self.config.batch_size)):
@@ -318,7 +314,6 @@ class PlugTrainer:
         nll, hinge = total / max(count, 1), hinge_total / max(len(dev), 1)
         scores = {"nll": nll, "hinge": hinge, "score": nll + self.config.contrastive * hinge}
         if self.config.diversity:  # the same excess over the whole dev sample (more user pairs than a batch)
-            diagnostics = self.dev_diagnostics(dev) if diagnostics is None else diagnostics
             cosine = diagnostics.get("persona_cosine", float("nan"))
             excess = max(cosine - self.config.diversity_target, 0.0) if not math.isnan(cosine) else 0.0
             scores["score"] += self.config.diversity * excess
