@@ -103,6 +103,18 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> None:
         help="the cross-user cosine of P_u below which the diversity penalty is zero",
     )
     parser.add_argument(
+        "--train-query-encoder",
+        action="store_true",
+        help="train a copy of the input encoder, as the paper does (it starts as the frozen history encoder; "
+        "the history vectors stay frozen). The plug then carries the copy: ~90 MB instead of ~4 MB",
+    )
+    parser.add_argument(
+        "--query-encoder-lr",
+        type=float,
+        default=1e-4,
+        help="with --train-query-encoder: its learning rate (the paper's 1e-4)",
+    )
+    parser.add_argument(
         "--init",
         type=Path,
         help="start from this plug's weights (e.g. a shipped plug, with more --persona-tokens)",
@@ -141,6 +153,7 @@ def run_train(args: argparse.Namespace) -> int:
         attention_lr=args.attention_lr,
         diversity=args.diversity,
         diversity_target=args.diversity_target,
+        query_encoder_lr=args.query_encoder_lr,
     ).validated()
     # Accelerate only under `accelerate launch`; a plain run is one process as before.
     dist = distributed.current(config.grad_accum, config.batch_size)
@@ -154,10 +167,13 @@ def run_train(args: argparse.Namespace) -> int:
             learned_attention=args.learned_attention,
             centre_persona=args.centre_persona,
             centre_strength=args.centre_strength,
+            query_encoder=args.train_query_encoder,
         )
     except ValueError as exc:
         raise PersonaDemoError(str(exc)) from None
-    engine.plug = untrained_plug(plug_config, seed=args.seed).to(engine.loaded_llm.device)
+    engine.plug = untrained_plug(plug_config, args.seed, engine.query_encoder_copy).to(
+        engine.loaded_llm.device
+    )
     if args.init is not None:  # same weights, possibly another tau / token count
         start, _ = engine.read_plug(args.init)
         copy_plug_weights(engine.plug, start, str(args.init))

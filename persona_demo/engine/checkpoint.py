@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from ..errors import PersonaDemoError
 from .plug import PersonaPlug, PlugConfig
@@ -135,14 +137,27 @@ def check_compatible(
         )
 
 
+QueryEncoderFactory = Callable[[], tuple[nn.Module, str]]
+"""Makes a fresh copy of the frozen encoder and names its pooling: the skeleton of a plug's query encoder."""
+
+
 def load_plug(
-    path: str | Path, *, llm_id: str, llm_dim: int, encoder_id: str, encoder_dim: int
+    path: str | Path,
+    *,
+    llm_id: str,
+    llm_dim: int,
+    encoder_id: str,
+    encoder_dim: int,
+    query_encoder: QueryEncoderFactory | None = None,
 ) -> tuple[PersonaPlug, PlugMetadata]:
-    """Load a plug after checking it belongs to this LLM and encoder."""
+    """Load a plug after checking it belongs to this LLM and encoder. A plug with its own query encoder
+    (`train --train-query-encoder`) gets `query_encoder()`'s copy, then the checkpoint's weights in it."""
     path = Path(path)
     metadata = read_metadata(path)
     check_compatible(metadata, llm_id, llm_dim, encoder_id, encoder_dim, path)
-    plug = PersonaPlug(metadata.config)
+    if metadata.config.query_encoder and query_encoder is None:
+        raise PersonaDemoError(f"{path} carries its own query encoder; load it through a PersonaEngine.")
+    plug = plug_for(metadata.config, query_encoder)
     try:
         state = load_file(str(path))
         plug.load_state_dict(state, strict=True)
@@ -156,32 +171,53 @@ def new_plug_metadata(plug: PersonaPlug, llm_id: str, encoder_id: str) -> PlugMe
     return PlugMetadata(llm_id=llm_id, encoder_id=encoder_id, config=plug.config)
 
 
+def plug_for(config: PlugConfig, query_encoder: QueryEncoderFactory | None = None) -> PersonaPlug:
+    """A plug of this shape, with a query-encoder copy when the config asks for one."""
+    if not config.query_encoder:
+        return PersonaPlug(config)
+    if query_encoder is None:
+        raise PersonaDemoError("a plug with its own query encoder needs the encoder to copy")
+    module, pooling = query_encoder()
+    return PersonaPlug(config, module, pooling)
+
+
 LEARNED_ATTENTION_KEYS = frozenset({"query_map.weight", "attention_log_scale"})
 CENTRE_KEYS = frozenset({"persona_centre"})
+QUERY_ENCODER_PREFIX = "query_encoder."
+
+
+def is_query_encoder_key(name: str) -> bool:
+    return name.startswith(QUERY_ENCODER_PREFIX)
 
 
 def copy_plug_weights(target: PersonaPlug, source: PersonaPlug, source_name: str) -> None:
-    """Start `target` from `source`'s weights (`train --init`). A plug without learned attention (or a centre)
-    may seed one with it (the new parts start at zero, i.e. the source's own attention; training sets the
-    centre); the reverse would drop weights."""
+    """Start `target` from `source`'s weights (`train --init`). A plug without learned attention (or a centre,
+    or a query encoder) may seed one with it (the new parts start at zero, i.e. the source's own attention;
+    training sets the centre; the query encoder starts as the frozen encoder); the reverse would drop weights."""
     result = target.load_state_dict(source.state_dict(), strict=False)
+    if any(is_query_encoder_key(k) for k in result.unexpected_keys):
+        raise PersonaDemoError(
+            f"{source_name} has its own query encoder; add --train-query-encoder to start from it"
+        )
     if set(result.unexpected_keys) & LEARNED_ATTENTION_KEYS:
         raise PersonaDemoError(
             f"{source_name} has learned attention; add --learned-attention to start from it"
         )
     if result.unexpected_keys:
         raise PersonaDemoError(f"{source_name} has a persona centre; add --centre-persona to start from it")
-    if set(result.missing_keys) - LEARNED_ATTENTION_KEYS - CENTRE_KEYS:
-        raise PersonaDemoError(
-            f"{source_name} lacks weights this plug needs: {', '.join(result.missing_keys)}"
-        )
+    missing = {k for k in result.missing_keys if not is_query_encoder_key(k)}
+    missing -= LEARNED_ATTENTION_KEYS | CENTRE_KEYS
+    if missing:
+        raise PersonaDemoError(f"{source_name} lacks weights this plug needs: {', '.join(sorted(missing))}")
 
 
-def untrained_plug(config: PlugConfig, seed: int = 0) -> PersonaPlug:
+def untrained_plug(
+    config: PlugConfig, seed: int = 0, query_encoder: QueryEncoderFactory | None = None
+) -> PersonaPlug:
     """A freshly initialised plug, reproducible from its seed."""
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        return PersonaPlug(config).eval()
+        return plug_for(config, query_encoder).eval()
     finally:
         torch.random.set_rng_state(generator_state)

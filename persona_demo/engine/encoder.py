@@ -6,6 +6,8 @@ Queries get the encoder's query prefix (BGE) and are cached under their prefixed
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -16,6 +18,17 @@ from .models import LoadedEncoder
 
 PROGRESS_MIN = 512
 """Encoding at least this many new texts at once shows a progress bar."""
+
+
+@dataclass
+class QueryTokens:
+    """A tokenized, right-padded batch of queries [B, T], for a plug that encodes its queries itself."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+
+    def to(self, device: torch.device) -> QueryTokens:
+        return QueryTokens(self.input_ids.to(device), self.attention_mask.to(device))
 
 
 def pool(last_hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -75,6 +88,13 @@ class HistoryEncoder:
             self.cache.put_many(self.encoder_id, fresh)
             found = {**found, **fresh}
         return torch.from_numpy(np.stack([np.asarray(found[h], dtype=np.float32) for h in hashes]))
+
+    def query_tokens(self, texts: list[str]) -> QueryTokens:
+        """Queries (with the query prefix) tokenized for a plug that encodes them with its own encoder."""
+        ids = self.encoder.tokenizer(
+            [self.encoder.query_prefix + t for t in texts], truncation=True, max_length=self.max_length
+        )["input_ids"]
+        return QueryTokens(*right_padded(ids, self.encoder.tokenizer.pad_token_id or 0))
 
     @torch.inference_mode()
     def _encode_uncached(self, texts: list[str]) -> np.ndarray:

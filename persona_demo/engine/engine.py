@@ -6,6 +6,8 @@ It owns the frozen LLM, the frozen encoder (with its cache) and one plug, and tu
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -13,14 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from ..config import Settings
 from ..errors import PersonaDemoError
 from .cache import EmbeddingCache
 from .checkpoint import PlugMetadata, load_plug, new_plug_metadata, untrained_plug
-from .encoder import HistoryEncoder
+from .encoder import HistoryEncoder, QueryTokens
 from .generation import FrozenLLM, GenerationOptions, Prompt, Row
-from .models import LoadedEncoder, LoadedLLM, load_encoder, load_llm
+from .models import LoadedEncoder, LoadedLLM, canonical_encoder_id, load_encoder, load_llm
 from .plug import PersonaPlug, PlugConfig, PlugOutput, llm_token_norm
 
 log = logging.getLogger(__name__)
@@ -103,8 +106,19 @@ class PersonaEngine:
             llm_dim=self.llm.hidden_size,
             encoder_id=self.encoder.encoder_id,
             encoder_dim=self.encoder.dim,
+            query_encoder=self.query_encoder_copy,
         )
         return plug.to(self.loaded_llm.device), metadata
+
+    def query_encoder_copy(self) -> tuple[nn.Module, str]:
+        """A trainable fp32 copy of the frozen encoder, and its pooling: the paper's input encoder starts as
+        the history encoder. Reloaded in fp32 when it can be (the frozen one may run in bf16), so an untrained
+        copy gives the frozen encoder's query vectors to float precision."""
+        loaded = self.encoder.encoder
+        if canonical_encoder_id(self.settings.encoder) == loaded.encoder_id:
+            fresh = load_encoder(dataclasses.replace(self.settings, encoder_dtype="float32"))
+            return fresh.model, loaded.pooling
+        return copy.deepcopy(loaded.model).float(), loaded.pooling
 
     def load_plug(self, path: str | Path) -> PlugMetadata:
         self.plug, self.plug_metadata = self.read_plug(path)
@@ -138,11 +152,14 @@ class PersonaEngine:
         Passing the plug per call lets one engine serve several task plugs from many threads without
         swapping `self.plug` under another request's feet.
         """
-        query_vectors = self.encoder.encode_queries(list(queries))
         history, mask = history_vectors if history_vectors is not None else self.history_tensor(histories)
         device = self.loaded_llm.device
         plug = self.plug if plug is None else plug
-        return plug(query_vectors.to(device), history.to(device), mask.to(device), strength=strength)
+        if getattr(plug, "module", plug).config.query_encoder:  # (DDP wraps the plug as `.module`)
+            query: torch.Tensor | QueryTokens = self.encoder.query_tokens(list(queries)).to(device)
+        else:
+            query = self.encoder.encode_queries(list(queries)).to(device)
+        return plug(query, history.to(device), mask.to(device), strength=strength)
 
     def persona_vector(self, history: Sequence[str]) -> torch.Tensor:
         """Query-independent persona vector (for maps of the user space)."""

@@ -10,6 +10,10 @@ and no training can sharpen it. The paper trains the input encoder for that. `le
 version: w_i = softmax_i((x + W x) · h_i · e^s / τ) with a trainable map W (zero at start) and log-scale s (0 at
 start), so a plug starts out exactly as the paper's and learns which items to read.
 
+`query_encoder` is the paper's own answer: the plug carries a trainable copy of the input encoder (x = Enc_input
+of the query), initialised from the frozen history encoder, so training moves the query side of the attention
+while the history vectors stay frozen and cached. It makes a plug ~25× larger (the MiniLM copy is 90 MB).
+
 `centre_persona` subtracts the population mean c of projected items, Proj(h_i) − c, before they are pooled
 or used as item tokens. c is a buffer (a running mean over training batches, like BatchNorm's), not a weight:
 the loss can't move it, so what all users share can't hide in P_u and must go to I, and P_u keeps what
@@ -27,6 +31,8 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .encoder import QueryTokens, pool
 
 AGGREGATIONS = ("attention", "mean")
 
@@ -51,6 +57,9 @@ class PlugConfig:
     centre_strength: float = 1.0
     """With `centre_persona`: the share β of the centre taken off, Proj(h_i) − β·c. 1 removes what users share
     entirely (cosine ~0, but the frozen LLM then reads noise); smaller β trades distinctness for NLL."""
+    query_encoder: bool = False
+    """The plug owns a trainable copy of the input encoder (the paper's Enc_input, `train
+    --train-query-encoder`); its weights are in the checkpoint under `query_encoder.`."""
 
     def __post_init__(self) -> None:
         if self.aggregation not in AGGREGATIONS:
@@ -104,9 +113,21 @@ def llm_token_norm(embedding: nn.Module, vocab_size: int, sample: int = 8192) ->
 class PersonaPlug(nn.Module):
     """Map (query vector, history vectors) to the soft tokens [I; P_u] for a frozen LLM."""
 
-    def __init__(self, config: PlugConfig) -> None:
+    def __init__(
+        self, config: PlugConfig, query_encoder: nn.Module | None = None, query_pooling: str = "mean"
+    ) -> None:
+        """`query_encoder`: the transformer to train as the input encoder, required iff the config says so."""
         super().__init__()
+        if config.query_encoder != (query_encoder is not None):
+            raise ValueError(
+                "a plug with query_encoder=True needs the encoder to copy"
+                if config.query_encoder
+                else "this plug config has no query encoder"
+            )
         self.config = config
+        self.query_pooling = query_pooling
+        if query_encoder is not None:
+            self.query_encoder = query_encoder.float().requires_grad_(True)
         self.history_proj = projector(config.encoder_dim, config.llm_dim)
         self.instruction = nn.Parameter(torch.randn(config.encoder_dim) / config.encoder_dim**0.5)
         self.instruction_proj = projector(config.encoder_dim, config.llm_dim)
@@ -145,6 +166,13 @@ class PersonaPlug(nn.Module):
         projected = self.history_proj(items.to(self.instruction.dtype))
         self.persona_centre.copy_(projected.float().mean(0).to(self.persona_centre.dtype))
 
+    def encode_query(self, tokens: QueryTokens) -> torch.Tensor:
+        """Query vectors [B, E] from the plug's own input encoder (with gradients when training)."""
+        hidden = self.query_encoder(
+            input_ids=tokens.input_ids, attention_mask=tokens.attention_mask
+        ).last_hidden_state
+        return pool(hidden, tokens.attention_mask, self.query_pooling)
+
     def attention_weights(
         self, query: torch.Tensor, history: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
@@ -167,15 +195,18 @@ class PersonaPlug(nn.Module):
 
     def forward(
         self,
-        query: torch.Tensor,
+        query: torch.Tensor | QueryTokens,
         history: torch.Tensor,
         mask: torch.Tensor | None = None,
         strength: float = 1.0,
     ) -> PlugOutput:
-        """query [B, E], history [B, L, E], mask [B, L] (1 = real item) → soft tokens [B, 1 + k, D].
+        """query [B, E] (or its tokens, for a plug with its own query encoder), history [B, L, E], mask [B, L]
+        (1 = real item) → soft tokens [B, 1 + k, D].
 
         `strength` scales P_u only (the UI's persona-strength knob); 1.0 is what the plug was trained with.
         """
+        if isinstance(query, QueryTokens):  # encoded here, so DDP sees the encoder inside the forward pass
+            query = self.encode_query(query)
         if mask is None:
             mask = torch.ones(history.shape[:2], dtype=torch.long, device=history.device)
         weights = self.attention_weights(query, history, mask)

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ..data.lamp import LampDataset, load_split
 from ..data.voice import is_voice_file, load_voice_split
-from ..engine.checkpoint import LEARNED_ATTENTION_KEYS, PlugMetadata, save_plug
+from ..engine.checkpoint import LEARNED_ATTENTION_KEYS, PlugMetadata, is_query_encoder_key, save_plug
 from ..engine.engine import PersonaEngine
 from ..engine.generation import Row
 from ..engine.plug import PlugOutput
@@ -70,6 +70,9 @@ class TrainConfig:
     tokens apart (issue 11's collapse target) where the LLM loss alone pulls them into one task direction."""
     diversity_target: float = 0.9
     """The cosine below which the diversity term is zero."""
+    query_encoder_lr: float = 1e-4
+    """Learning rate of the plug's own query encoder, if it has one (the paper's 1e-4 for all its weights: a
+    pretrained transformer at the projectors' 1e-3 would forget what it knows)."""
 
     @property
     def composite_score(self) -> bool:
@@ -89,6 +92,8 @@ class TrainConfig:
             raise PersonaDemoError("--retrieval-share needs --retrieval-k (the number of items to retrieve)")
         if not 0 <= self.attention_lr < 1:
             raise PersonaDemoError("--attention-lr must be between 0 (= --lr) and 1")
+        if not 0 < self.query_encoder_lr < 1:
+            raise PersonaDemoError("--query-encoder-lr must be between 0 and 1")
         if self.contrastive < 0 or self.contrastive_margin < 0:
             raise PersonaDemoError("--contrastive and --contrastive-margin must be 0 or more")
         if self.diversity < 0:
@@ -475,16 +480,23 @@ class PlugTrainer:
             self.engine.plug.set_centre(self.engine.encoder.encode(texts).to(self.engine.loaded_llm.device))
 
     def parameter_groups(self) -> list[dict]:
-        """AdamW groups: the learned attention (if any) at `attention_lr`, without weight decay.
+        """AdamW groups: the learned attention (if any) at `attention_lr`, without weight decay; the query
+        encoder (if any) at `query_encoder_lr`; everything else at `lr`.
 
         Adam moves each parameter by ~lr per step, so at lr 1e-3 the attention's log-scale could sharpen the
-        weights by at most e^0.17 ≈ 1.2× in a 171-step epoch: too slow to matter. Everything else at `lr`."""
+        weights by at most e^0.17 ≈ 1.2× in a 171-step epoch: too slow to matter."""
         named = list(self.engine.plug.named_parameters())
+        encoder = [p for n, p in named if is_query_encoder_key(n)]
         attention = [p for n, p in named if n in LEARNED_ATTENTION_KEYS]
-        rest = [p for n, p in named if n not in LEARNED_ATTENTION_KEYS]
-        if not attention or not self.config.attention_lr:
-            return [{"params": rest + attention}]
-        return [{"params": rest}, {"params": attention, "lr": self.config.attention_lr, "weight_decay": 0.0}]
+        rest = [p for n, p in named if n not in LEARNED_ATTENTION_KEYS and not is_query_encoder_key(n)]
+        groups = [{"params": rest}]
+        if attention and self.config.attention_lr:
+            groups.append({"params": attention, "lr": self.config.attention_lr, "weight_decay": 0.0})
+        else:
+            groups[0]["params"] += attention
+        if encoder:
+            groups.append({"params": encoder, "lr": self.config.query_encoder_lr})
+        return groups
 
     def _state_config(self) -> dict[str, object]:
         """The settings a resumed run must share with the interrupted one."""
