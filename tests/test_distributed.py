@@ -6,6 +6,7 @@ steps). Each process uses 1 torch thread, so 1- and 2-process runs do the same a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -137,6 +138,32 @@ def test_two_processes_train_the_same_plug_as_one(tmp_path):
         "two.json",
         "two.safetensors",
     ]
+
+
+def test_two_processes_train_the_same_query_encoder_as_one(tmp_path):
+    """--train-query-encoder under DDP: the encoder copy runs inside the plug's forward, so its gradients are
+    averaged across processes like the projectors' (an unused weight, e.g. BERT's pooler, would break DDP)."""
+    from persona_demo.config import Settings
+    from persona_demo.engine.checkpoint import read_metadata, untrained_plug
+    from persona_demo.engine.models import load_encoder
+
+    data = train_only_fixture(tmp_path / "data", 4)
+    args = ["train", "--data", str(data), "--max-steps", "2", "--batch-size", "4", "--lr", "1e-2"]
+    args += ["--train-query-encoder", "--query-encoder-lr", "1e-3", "--seed", "0"]
+    run_launch(1, *args, "--out", str(tmp_path / "one.safetensors"))
+    run_launch(2, *args, "--out", str(tmp_path / "two.safetensors"))
+    one_w, two_w = load_file(tmp_path / "one.safetensors"), load_file(tmp_path / "two.safetensors")
+
+    config = read_metadata(tmp_path / "one.safetensors").config
+    assert config.query_encoder
+    start = untrained_plug(dataclasses.replace(config, query_encoder=False), seed=0).state_dict()
+    encoder = load_encoder(Settings(encoder_dtype="float32")).model.state_dict()
+    start |= {f"query_encoder.{k}": v for k, v in encoder.items() if not k.startswith("pooler.")}
+    assert set(one_w) == set(start) == set(two_w)
+    encoder_keys = sorted(k for k in start if k.startswith("query_encoder."))
+    moved = (flat({k: one_w[k] for k in encoder_keys}) - flat({k: start[k] for k in encoder_keys})).norm()
+    assert moved > 0
+    assert (flat(one_w) - flat(two_w)).norm() / (flat(one_w) - flat(start)).norm() < 1e-2
 
 
 def test_two_processes_evaluate_each_question_once_in_order(tmp_path):

@@ -214,10 +214,12 @@ def copy_plug_weights(target: PersonaPlug, source: PersonaPlug, source_name: str
 def untrained_plug(
     config: PlugConfig, seed: int = 0, query_encoder: QueryEncoderFactory | None = None
 ) -> PersonaPlug:
-    """A freshly initialised plug, reproducible from its seed."""
+    """A freshly initialised plug, reproducible from its seed (and with the same projectors as a plug of the
+    same seed without a query encoder: the copy is made before the seed is set)."""
+    made = query_encoder() if config.query_encoder and query_encoder is not None else None
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        return plug_for(config, query_encoder).eval()
+        return plug_for(config, (lambda: made) if made is not None else query_encoder).eval()
     finally:
         torch.random.set_rng_state(generator_state)

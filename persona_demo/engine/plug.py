@@ -127,7 +127,9 @@ class PersonaPlug(nn.Module):
         self.config = config
         self.query_pooling = query_pooling
         if query_encoder is not None:
-            self.query_encoder = query_encoder.float().requires_grad_(True)
+            if getattr(query_encoder, "pooler", None) is not None:
+                query_encoder.pooler = None  # pooling reads the hidden states; DDP rejects unused weights
+            self.query_encoder = query_encoder.float().requires_grad_(True).eval()
         self.history_proj = projector(config.encoder_dim, config.llm_dim)
         self.instruction = nn.Parameter(torch.randn(config.encoder_dim) / config.encoder_dim**0.5)
         self.instruction_proj = projector(config.encoder_dim, config.llm_dim)
@@ -137,6 +139,14 @@ class PersonaPlug(nn.Module):
             self.attention_log_scale = nn.Parameter(torch.zeros(()))
         if config.centre_persona:
             self.register_buffer("persona_centre", torch.zeros(config.llm_dim))
+
+    def train(self, mode: bool = True) -> PersonaPlug:
+        """Training mode, except the query encoder's dropout stays off: the history vectors it is compared with
+        are encoded without dropout, and a run on 2 processes then trains the same plug as on 1."""
+        super().train(mode)
+        if self.config.query_encoder:
+            self.query_encoder.eval()
+        return self
 
     CENTRE_MOMENTUM = 0.05
     """Share of each training batch's item mean in the running centre (~20 batches of memory)."""
