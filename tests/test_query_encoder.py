@@ -97,6 +97,8 @@ def test_a_query_encoder_plug_needs_an_engine_to_load(engine, tmp_path):
         load_plug(path, **kwargs)
     loaded, _ = engine.read_plug(path)
     assert loaded.config.query_encoder
+    engine.plug = loaded
+    assert "own query encoder" in engine.describe()
 
 
 def test_train_cli_trains_a_query_encoder_and_says_so_in_the_plug(tmp_path):

@@ -225,7 +225,8 @@ class PersonaEngine:
         return (
             f"LLM {self.loaded_llm.describe()}; encoder {self.encoder.encoder_id}; "
             f"plug '{self.plug_metadata.task}' (τ={self.plug.config.tau}, {self.plug.config.aggregation}, "
-            f"{self.plug.config.soft_tokens} soft tokens)"
+            f"{self.plug.config.soft_tokens} soft tokens"
+            f"{', own query encoder' if self.plug.config.query_encoder else ''})"
         )
 
 
