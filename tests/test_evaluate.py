@@ -13,6 +13,7 @@ from persona_demo.experiments.evaluate import (
     evaluate,
     gold_examples,
     method_inputs,
+    rating_baseline,
 )
 from tests.test_train import write_lamp4
 
@@ -115,6 +116,11 @@ def test_rating_baselines_need_no_model(engine, tmp_path):
     assert five["mae"] == pytest.approx((3 + 1) / 2)
     # grumpy: mean 1.67 -> 2 (gold 2); happy: mean 4.33 -> 4 (gold 4)
     assert mean["mae"] == 0.0 and mean["prompt_tokens_mean"] == 0
+    median = evaluate(engine, tmp_path, "dev", "profile-median", tmp_path / "median")
+    assert median["mae"] == 0.0  # grumpy: median 2 (gold 2); happy: median 4 (gold 4)
+    skewed = [{"score": "1"}, {"score": "5"}, {"score": "5"}, {"text": "no score"}]
+    assert rating_baseline("profile-mean", skewed) == "4" and rating_baseline("profile-median", skewed) == "5"
+    assert rating_baseline("profile-median", [{"score": "4"}, {"score": "5"}]) == "5"  # 4.5: half rounds up
     with pytest.raises(PersonaDemoError, match="rating tasks"):
         data = tmp_path / "lamp4"
         data.mkdir()

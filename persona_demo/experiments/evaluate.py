@@ -9,6 +9,7 @@ another user, ranked against this user's own query: the shuffled control of the 
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -36,9 +37,12 @@ METHODS = (
     "pplug-no-history",
     "always-5",
     "profile-mean",
+    "profile-median",
 )
-RATING_BASELINES = ("always-5", "profile-mean")
-"""LaMP-3 reference points that need no model: the top star, and the user's mean past score (rounded)."""
+RATING_BASELINES = ("always-5", "profile-mean", "profile-median")
+"""LaMP-3 reference points that need no model: the top star, and the user's mean or median past score
+(rounded). The median is the constant with the least absolute error on the user's own past: what a model that
+knew the reviewer's rating habit, and nothing about the review, would answer."""
 DECODES = ("auto", "generate", "labels")
 """auto: score the label set on label tasks (LaMP-1/2/3), generate free text otherwise (see labels.py)."""
 RAG_METHODS = {"bm25": "bm25", "recency": "recency", "pplug+bm25": "bm25", "pplug+bm25-shuffled": "bm25"}
@@ -46,7 +50,7 @@ RAG_METHODS = {"bm25": "bm25", "recency": "recency", "pplug+bm25": "bm25", "pplu
 
 
 def rating_baseline(method: str, profile: list[dict]) -> str:
-    """'5', or the user's mean profile score rounded to a star (3 when the profile has no scores)."""
+    """'5', or the user's mean or median profile score rounded to a star (3 when the profile has no scores)."""
     if method == "always-5":
         return "5"
     scores = []
@@ -55,7 +59,10 @@ def rating_baseline(method: str, profile: list[dict]) -> str:
             scores.append(float(item.get("score")))
         except (TypeError, ValueError):
             continue
-    return str(int(sum(scores) / len(scores) + 0.5)) if scores else "3"  # half rounds up
+    if not scores:
+        return "3"
+    centre = statistics.median(scores) if method == "profile-median" else statistics.fmean(scores)
+    return str(int(centre + 0.5))  # half rounds up
 
 
 def method_inputs(
