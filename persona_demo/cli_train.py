@@ -111,8 +111,8 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--query-encoder-lr",
         type=float,
-        default=1e-4,
-        help="with --train-query-encoder: its learning rate (the paper's 1e-4)",
+        default=None,
+        help="with --train-query-encoder: its learning rate (default 1e-4, the paper's)",
     )
     parser.add_argument(
         "--init",
@@ -153,8 +153,12 @@ def run_train(args: argparse.Namespace) -> int:
         attention_lr=args.attention_lr,
         diversity=args.diversity,
         diversity_target=args.diversity_target,
-        query_encoder_lr=args.query_encoder_lr,
+        **({"query_encoder_lr": args.query_encoder_lr} if args.query_encoder_lr is not None else {}),
     ).validated()
+    if args.query_encoder_lr is not None and not args.train_query_encoder:
+        raise PersonaDemoError(
+            "--query-encoder-lr needs --train-query-encoder (there is no encoder to train)"
+        )
     # Accelerate only under `accelerate launch`; a plain run is one process as before.
     dist = distributed.current(config.grad_accum, config.batch_size)
     settings = distributed.settings_for(settings_from_args(args), dist)

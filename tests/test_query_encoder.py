@@ -110,4 +110,6 @@ def test_train_cli_trains_a_query_encoder_and_says_so_in_the_plug(tmp_path):
     assert main([*args, "--train-query-encoder", "--query-encoder-lr", "2e-5"]) == 0
     metadata = read_metadata(out)
     assert metadata.config.query_encoder and metadata.training["query_encoder_lr"] == 2e-5
-    assert main([*args, "--query-encoder-lr", "0"]) == 2  # a bad setting: a message, no traceback
+    # Bad settings: a message, no traceback.
+    assert main([*args, "--train-query-encoder", "--query-encoder-lr", "0"]) == 2
+    assert main([*args, "--query-encoder-lr", "1e-4"]) == 2  # nothing to train it on

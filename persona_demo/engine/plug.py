@@ -17,8 +17,9 @@ while the history vectors stay frozen and cached. It makes a plug ~25× larger (
 `centre_persona` subtracts the population mean c of projected items, Proj(h_i) − c, before they are pooled
 or used as item tokens. c is a buffer (a running mean over training batches, like BatchNorm's), not a weight:
 the loss can't move it, so what all users share can't hide in P_u and must go to I, and P_u keeps what
-differs between users. Without it, different users' P_u have cosine ~0.98: one more task token. Tried on
-huffpost, it made the frozen LLM's NLL worse (README, Personal share), so no shipped plug uses it.
+differs between users. Without it, different users' P_u have cosine ~0.98: one more task token. Taken off in
+full it made the frozen LLM's NLL worse on huffpost; the shipped huffpost plug takes off 60% (`centre_strength`
+0.6, README, Personal share).
 
 τ = 1 with unit-norm vectors reproduces the paper (logits are cosines). The official code multiplies by a
 FlanT5-XXL constant (539.97); we measure the norm on the LLM at hand instead (`llm_token_norm`).
