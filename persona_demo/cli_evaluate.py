@@ -15,7 +15,13 @@ def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
 
     parser = subparsers.add_parser("evaluate", help="evaluate a method on a LaMP-format split")
     parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--split", choices=["dev", "test"], default="dev")
+    parser.add_argument(
+        "--split",
+        choices=["dev", "test", "train"],
+        default="dev",
+        help="train: the questions a plug was trained on (a fit check), or the model-free rating baselines on "
+        "~5x the users of dev",
+    )
     parser.add_argument(
         "--task",
         choices=["auto", "persona-voice"],
@@ -88,6 +94,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
             "--record needs --method pplug (or pplug+bm25 for a plug trained with --retrieval-k), "
             "a --plug and the whole split (no --limit)"
         )
+    if args.record and args.split == "train":
+        raise PersonaDemoError("--record stores held-out scores: use --split dev or test, not train")
     if args.metric == "nll" and dist.num_processes > 1:
         raise PersonaDemoError("--metric nll runs in one process: start it without `accelerate launch`")
     engine = PersonaEngine.from_settings(settings, plug_path=plug, cache=disk_embedding_cache(settings))

@@ -147,6 +147,11 @@ def test_record_stores_dev_scores_in_the_plug(engine, tmp_path, capsys):
     assert recorded["dev_n"] == 4 and 0 <= recorded["dev_rouge1"] <= 1
     assert main([*args, "--method", "none", "--out", str(tmp_path / "none"), "--record"]) == 2
     assert "--record needs --method pplug" in capsys.readouterr().err
+    train = [a if a != "dev" else "train" for a in args]  # write_lamp4's train split = its dev split
+    assert main([*train, "--method", "pplug", "--out", str(tmp_path / "train"), "--record"]) == 2
+    assert "held-out" in capsys.readouterr().err
+    assert main([*train, "--method", "pplug", "--out", str(tmp_path / "train")]) == 0  # a fit check
+    assert json.loads((tmp_path / "train" / "metrics.json").read_text())["split"] == "train"
 
 
 def test_hybrid_reads_as_many_items_as_its_plug_was_trained_with():
