@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from .cli_generate import add_settings_arguments, disk_embedding_cache, resolve_plug_path, settings_from_args
+from .data.lamp import SPLITS
 from .errors import PersonaDemoError
 
 
@@ -17,7 +18,7 @@ def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument(
         "--split",
-        choices=["dev", "test", "train"],
+        choices=SPLITS,
         default="dev",
         help="train: the questions a plug was trained on (a fit check), or the model-free rating baselines on "
         "~5x the users of dev",

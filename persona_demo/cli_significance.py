@@ -10,13 +10,14 @@ import argparse
 import json
 from pathlib import Path
 
+from .data.lamp import SPLITS
 from .errors import PersonaDemoError
 
 
 def add_significance_command(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("significance", help="paired bootstrap CI between two evaluate runs")
     parser.add_argument("--data", type=Path, required=True, help="the LaMP folder both runs used")
-    parser.add_argument("--split", choices=["dev", "test", "train"], default="dev")
+    parser.add_argument("--split", choices=SPLITS, default="dev")
     parser.add_argument("run_a", type=Path, help="evaluate --out folder of method A")
     parser.add_argument("run_b", type=Path, help="evaluate --out folder of method B (the baseline)")
     parser.add_argument("--resamples", type=int, default=2000)

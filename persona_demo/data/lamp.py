@@ -416,6 +416,10 @@ def _validate_questions(data: Any, path: Path) -> list[dict[str, Any]]:
     return data
 
 
+SPLITS = ("dev", "test", "train")
+"""The splits `evaluate` and `significance` read; train is for fit checks and model-free baselines."""
+
+
 def load_split(data_dir: str | Path, split: str) -> LampDataset:
     """Load `{split}_questions.json` (+ `{split}_outputs.json` when present) from a LaMP task folder.
 

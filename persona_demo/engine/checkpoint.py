@@ -155,9 +155,7 @@ def load_plug(
     path = Path(path)
     metadata = read_metadata(path)
     check_compatible(metadata, llm_id, llm_dim, encoder_id, encoder_dim, path)
-    if metadata.config.query_encoder and query_encoder is None:
-        raise PersonaDemoError(f"{path} carries its own query encoder; load it through a PersonaEngine.")
-    plug = plug_for(metadata.config, query_encoder)
+    plug = PersonaPlug(metadata.config, *query_encoder_parts(metadata.config, query_encoder, path))
     try:
         state = load_file(str(path))
         plug.load_state_dict(state, strict=True)
@@ -171,14 +169,18 @@ def new_plug_metadata(plug: PersonaPlug, llm_id: str, encoder_id: str) -> PlugMe
     return PlugMetadata(llm_id=llm_id, encoder_id=encoder_id, config=plug.config)
 
 
-def plug_for(config: PlugConfig, query_encoder: QueryEncoderFactory | None = None) -> PersonaPlug:
-    """A plug of this shape, with a query-encoder copy when the config asks for one."""
+def query_encoder_parts(
+    config: PlugConfig, query_encoder: QueryEncoderFactory | None, source: Path | None = None
+) -> tuple[nn.Module | None, str]:
+    """(encoder copy, pooling) for `PersonaPlug(config, ...)`: a fresh copy when the config has a query
+    encoder, else nothing."""
     if not config.query_encoder:
-        return PersonaPlug(config)
+        return None, "mean"
     if query_encoder is None:
-        raise PersonaDemoError("a plug with its own query encoder needs the encoder to copy")
-    module, pooling = query_encoder()
-    return PersonaPlug(config, module, pooling)
+        raise PersonaDemoError(
+            f"{source or 'This plug'} carries its own query encoder; load it through a PersonaEngine."
+        )
+    return query_encoder()
 
 
 LEARNED_ATTENTION_KEYS = frozenset({"query_map.weight", "attention_log_scale"})
@@ -216,10 +218,10 @@ def untrained_plug(
 ) -> PersonaPlug:
     """A freshly initialised plug, reproducible from its seed (and with the same projectors as a plug of the
     same seed without a query encoder: the copy is made before the seed is set)."""
-    made = query_encoder() if config.query_encoder and query_encoder is not None else None
+    parts = query_encoder_parts(config, query_encoder)
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        return plug_for(config, (lambda: made) if made is not None else query_encoder).eval()
+        return PersonaPlug(config, *parts).eval()
     finally:
         torch.random.set_rng_state(generator_state)
