@@ -9,10 +9,12 @@ from pathlib import Path
 from .cli_generate import add_settings_arguments, disk_embedding_cache, resolve_plug_path, settings_from_args
 from .data.lamp import SPLITS
 from .errors import PersonaDemoError
+from .tasks.persona_prompt import DEFAULT_PROMPT
 
 
 def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
     from .experiments.evaluate import METHODS
+    from .experiments.evaluate_nll import VOICE_METHODS
 
     parser = subparsers.add_parser("evaluate", help="evaluate a method on a LaMP-format split")
     parser.add_argument("--data", type=Path, required=True)
@@ -39,7 +41,7 @@ def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--shuffles", type=int, default=3, help="derangements averaged for the shuffled control"
     )
-    parser.add_argument("--method", choices=METHODS, required=True)
+    parser.add_argument("--method", choices=list(dict.fromkeys([*METHODS, *VOICE_METHODS])), required=True)
     parser.add_argument(
         "--k",
         type=int,
@@ -92,7 +94,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     plug = resolve_plug_path(args.plug, settings) if args.method.startswith("pplug") else None
     if args.record and (args.method not in RECORD_METHODS or plug is None or args.limit):
         raise PersonaDemoError(
-            "--record needs --method pplug (or pplug+bm25 for a plug trained with --retrieval-k), "
+            "--record needs --method pplug (or pplug+bm25 / pplug+texts for a plug trained with --retrieval-k), "
             "a --plug and the whole split (no --limit)"
         )
     if args.record and args.split == "train":
@@ -126,13 +128,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-RECORD_METHODS = ("pplug", "pplug+bm25")
-"""What the studio runs: the plug alone, or with its retrieved items for a hybrid plug."""
+RECORD_METHODS = ("pplug", "pplug+bm25", "pplug+texts")
+"""What the studio runs: the plug alone, or with its retrieved items for a hybrid plug (LaMP: BM25 items in
+the task template; persona voice: the persona prompt)."""
 
 
 def default_k(engine, method: str) -> int:
     """A hybrid plug is read with the retrieved items it was trained with; everything else retrieves 1."""
     trained_k = engine.plug_metadata.retrieval_k
+    if method in {"pplug+texts", "texts"}:  # the persona prompt: as trained, else the studio's default
+        return trained_k if method == "pplug+texts" and trained_k > 0 else DEFAULT_PROMPT.texts
     return trained_k if method.startswith("pplug+") and trained_k > 0 else 1
 
 

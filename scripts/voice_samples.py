@@ -1,9 +1,12 @@
-"""Side-by-side free-prompt samples for two very different dev personas (the README's persona-voice samples).
+"""Side-by-side chat and free-prompt replies for two contrasting dev bloggers, through the studio's own code
+(`StudioService` over a temporary SQLite store, the shipped plugs, the page's default settings).
 
-    python scripts/voice_samples.py [--plug assets/plugs/persona_voice.safetensors] [--data FILE] [--tokens 40]
+    python scripts/voice_samples.py [--data FILE] [--tokens 64]
 
 Picks the youngest and the oldest dev blogger (self-reported age; dev users only, so the plug never saw
-them), gives each the same free prompts, and prints both outputs (greedy, one batched call per prompt).
+them), uploads all their posts but the last, and prints, for the same messages, the reply as the persona
+(soft tokens + the persona's most fitting texts) and the unpersonalized reply, plus which texts the persona
+prompt carried.
 """
 
 from __future__ import annotations
@@ -13,17 +16,23 @@ import gzip
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from persona_demo.app import args as page
+from persona_demo.app.service import PersonaParts, StudioService
+from persona_demo.app.tasks import FREE_PROMPT
 from persona_demo.config import Settings
+from persona_demo.data.store import PersonaStore
 from persona_demo.data.voice import is_dev_user
 from persona_demo.engine.engine import PersonaEngine
 from persona_demo.engine.generation import GenerationOptions
 
-PROMPTS = ("Write a short blog post about your weekend.", "What did you think of the news this week?")
+FREE = "Write a short post about your weekend."
+CHAT = "Any news? What have you been busy with?"
 
 
 def pick_personas(path: Path) -> list[dict]:
@@ -35,25 +44,37 @@ def pick_personas(path: Path) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--plug", default="assets/plugs/persona_voice.safetensors")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, default=Path("../shared/data/blogs/blogs_per_user.jsonl.gz"))
-    parser.add_argument("--tokens", type=int, default=40)
+    parser.add_argument("--tokens", type=int, default=64)
     args = parser.parse_args()
-    engine = PersonaEngine.from_settings(Settings.from_env(), plug_path=args.plug)
-    options = GenerationOptions(max_new_tokens=args.tokens)
-    for user in pick_personas(args.data):
-        history = [p["text"] for p in user["posts"]]
-        print(
-            f"### {user['user']} ({user['gender']}, {user['age']}, {user['industry']}), {len(history)} posts"
-        )
-        print(f"first post: {history[0][:160]!r}")
-        for prompt in PROMPTS:
-            result = engine.compare(prompt, history, options)
-            print(f"- prompt: {prompt}")
-            print(f"  - without plug: {result.without_plug!r}")
-            print(f"  - with plug:    {result.with_plug!r}")
-        print()
+    options = GenerationOptions(
+        max_new_tokens=args.tokens,
+        repetition_penalty=page.REPLY_REPETITION_PENALTY,
+        no_repeat_ngram_size=page.REPLY_NO_REPEAT_NGRAM,
+    )
+    engine = PersonaEngine.from_settings(Settings.from_env())
+    with tempfile.TemporaryDirectory() as folder:
+        service = StudioService(engine, PersonaStore(Path(folder) / "personas.db"))
+        print(f"# {service.describe()}\n")
+        for user in pick_personas(args.data):
+            pid = service.create_persona(user["user"])
+            posts = [p["text"] for p in user["posts"][:-1]]
+            for text in posts:
+                service.add_text(pid, text)
+            print(
+                f"### {user['user']} ({user['gender']}, {user['age']}, {user['industry']}), {len(posts)} posts"
+            )
+            *_, (result, _) = service.stream_compare(pid, FREE_PROMPT, FREE, options)
+            print(
+                f"- free prompt: {FREE}\n  - with plug:    {result.with_plug!r}\n  - without plug: {result.without_plug!r}"
+            )
+            *_, (persona, plain) = service.stream_chat(pid, [], [], CHAT, options)
+            print(f"- chat: {CHAT}\n  - as the persona: {persona!r}\n  - unpersonalized: {plain!r}")
+            chosen = service.chosen_for(pid, CHAT, PersonaParts())
+            print("  - texts in the persona prompt: " + " | ".join(repr(t[:70]) for t in chosen) + "\n")
 
 
 if __name__ == "__main__":

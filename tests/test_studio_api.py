@@ -41,8 +41,17 @@ def test_create_add_compare_chat_through_the_api(client, tmp_path):
         "huffpost_headline", "The lake froze early this year.", 8, 1.0, False, 0.7, api_name="/compare"
     )
     assert without and with_plug
-    _, persona_chat, plain_chat = client.predict("Any plans?", [], [], 6, 1.0, False, 0.7, api_name="/chat")
+    # the seven arguments API clients were written for; the newer settings take the page's defaults
+    _, persona_chat, plain_chat, note = client.predict(
+        "Any plans?", [], [], 6, 1.0, False, 0.7, api_name="/chat"
+    )
     assert persona_chat[-1]["role"] == "assistant" and plain_chat[-1]["role"] == "assistant"
+    assert "soft tokens + own texts" in note and "Reefing early" in note
+    # both persona parts switched off: the note says so and lists no texts
+    *_, note = client.predict(
+        "Any plans?", [], [], 6, 1.0, False, 0.7, 0.9, 1.0, 0, False, False, api_name="/chat"
+    )
+    assert "persona prompt only" in note and "Texts in the prompt" not in note
 
 
 def test_errors_come_back_as_messages_and_the_app_keeps_serving(client):

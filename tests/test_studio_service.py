@@ -32,16 +32,23 @@ def test_free_prompt_and_chat_default_to_the_persona_voice_plug(engine, studio_s
     """With a persona-voice plug among the shipped ones, it drives free prompts and chat, and is no task."""
     plugs = tmp_path / "plugs"
     plugs.mkdir()
-    for name in ("huffpost_headline", VOICE_PLUG):
+    intervals = {"huffpost_headline": [-0.01, 0.2], VOICE_PLUG: [0.05, 0.2]}
+    for name, interval in intervals.items():
         metadata = new_plug_metadata(engine.plug, engine.loaded_llm.model_id, engine.encoder.encoder_id)
         metadata.task = name
-        metadata.metrics = {"dev_ppl": 41.5, "dev_personal_share": 0.125}
+        metadata.metrics = {"dev_ppl": 41.5, "dev_personal_share": 0.125, "dev_personal_share_ci": interval}
         save_plug(plugs / f"{name}.safetensors", engine.plug, metadata)
     service = StudioService(engine, studio_store, plugs)
     assert [key for _, key in service.task_choices()] == ["huffpost_headline", FREE_PROMPT]
     assert service.task(FREE_PROMPT).metadata.task == VOICE_PLUG
     assert engine.plug_metadata.task == VOICE_PLUG  # chat uses the engine's plug
-    assert "free prompt & chat: persona_voice (dev ppl 41.5, personal share 12%)" in service.describe()
+    described = service.describe()
+    assert (
+        "persona_voice [plug + the persona's 3 most fitting texts] (dev ppl 41.5, personal share 12% [5%, 20%])"
+        in described
+    )
+    # an interval that reaches zero is not called personal
+    assert "huffpost_headline (dev ppl 41.5, not shown to be personal: adapts to the task)" in described
 
 
 def test_adding_a_text_encodes_only_that_text(studio_service):

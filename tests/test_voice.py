@@ -17,7 +17,6 @@ from persona_demo.data.voice import (
     is_dev_user,
     load_voice_split,
     read_user_posts,
-    topic_words,
     user_examples,
 )
 from persona_demo.engine.checkpoint import read_metadata
@@ -33,6 +32,7 @@ from persona_demo.experiments.nll import (
     user_bootstrap,
 )
 from persona_demo.experiments.train import TrainConfig, train_plug
+from persona_demo.tasks.persona_prompt import CONTENT_FREE_INSTRUCTIONS
 
 HOBBIES = ["cycling", "baking", "chess", "sailing", "gardening", "jazz"]
 
@@ -77,7 +77,7 @@ def test_examples_split_users_and_never_show_the_target_or_later_posts(tmp_path)
     assert len(train) == 5 * 3
     for e in train + dev:
         assert e.target not in e.history
-        assert e.prompt.startswith("Write a blog post about ")
+        assert e.prompt in CONTENT_FREE_INSTRUCTIONS
     newest = dev[0]
     assert "fifth" in newest.target and len(newest.history) == 4  # days 1-4 only, not the other day-5 post
 
@@ -90,13 +90,13 @@ def test_strict_dates_skip_targets_without_enough_history():
     assert example.target == "post 4 about kites" and len(example.history) == 4
 
 
-def test_topic_words_are_frequent_content_words():
-    assert topic_words("The cat sat. The cat and the dog, and it's raining cats!") == [
-        "cat",
-        "sat",
-        "dog",
-        "raining",
-    ]
+def test_voice_prompts_carry_no_topic_and_are_stable():
+    """The instruction is content-free (the persona must carry the topic) and the same for the same post."""
+    user = UserPosts("u", tuple(Post(f"2004-01-0{d}", f"post {d} about kites and rain") for d in range(1, 6)))
+    (first,) = user_examples(user)
+    (again,) = user_examples(user)
+    assert first.prompt in CONTENT_FREE_INSTRUCTIONS and first.prompt == again.prompt
+    assert "kites" not in first.prompt
 
 
 @pytest.mark.parametrize(
@@ -177,7 +177,8 @@ def test_two_step_voice_training_and_the_evaluate_command(engine, tmp_path, caps
     path = tmp_path / "blogs.jsonl"
     write_blogs(path)
     out = tmp_path / "voice.safetensors"
-    config = TrainConfig(max_steps=2, batch_size=4, lr=1e-2, eval_every=1, warmup_ratio=0.0)
+    # in the studio's mode: the content-free instruction under the persona's two most fitting posts
+    config = TrainConfig(max_steps=3, batch_size=4, lr=3e-3, eval_every=1, warmup_ratio=0.0, retrieval_k=2)
     result = train_plug(engine, path, out, config)
     assert result["dev_nll_best"] < result["dev_nll_start"]
     metadata = read_metadata(out)

@@ -17,6 +17,15 @@ MAX_NEW_TOKENS = (1, 256)
 """The slider's range; the API may not ask for more than the page can."""
 STRENGTH = (0.0, 3.0)
 TEMPERATURE = (0.05, 2.0)
+TOP_P = (0.05, 1.0)
+REPETITION_PENALTY = (1.0, 2.0)
+NO_REPEAT_NGRAM = (0, 16)
+
+REPLY_REPETITION_PENALTY = 1.15
+"""The studio's default: a 135M model left alone loops ("I'm going to the beach with my family" x3)."""
+REPLY_NO_REPEAT_NGRAM = 3
+"""The studio's default: no 3 tokens twice in one reply."""
+REPLY_TOP_P = 0.9
 
 
 def row_id(value: Any, what: str = "persona") -> int | None:

@@ -22,6 +22,7 @@ def build_demo(engine, store, plugs_dir=None):
     from .ui import build_studio
 
     service = StudioService(engine, store, plugs_dir)
+    log.info("studio: %s", service.describe())  # the plugs the page offers (the engine log shows none yet)
     return build_studio(service, engine.settings.generation_concurrency)
 
 

@@ -24,6 +24,13 @@ from ..engine.generation import GenerationOptions
 from ..engine.plug import PersonaPlug
 from ..errors import PersonaDemoError
 from ..experiments.labels import choose_label, label_log_probs
+from ..tasks.persona_prompt import (
+    DEFAULT_PROMPT,
+    Messages,
+    PersonaPromptConfig,
+    chosen_texts,
+    persona_messages,
+)
 from .args import row_id
 from .hybrid import hybrid_prompt
 from .tasks import FREE_TASK, VOICE_PLUG, StudioTask, shipped_tasks
@@ -53,6 +60,24 @@ class PersonaUpdate:
             f"{'s' if self.new_texts_encoded != 1 else ''} encoded)"
         )
         return "; ".join([text, *self.notes])
+
+
+@dataclass(frozen=True)
+class PersonaParts:
+    """Which parts of the persona the plugged side gets: a user switches each off to see what it adds."""
+
+    soft_tokens: bool = True
+    """The plug's soft tokens [I; P_u] in front of the prompt."""
+    retrieved_texts: bool = True
+    """The persona's most fitting texts, as text in the prompt (chat, free prompts, hybrid task plugs)."""
+
+    def describe(self) -> str:
+        on = [
+            name
+            for name, used in (("soft tokens", self.soft_tokens), ("own texts", self.retrieved_texts))
+            if used
+        ]
+        return " + ".join(on) if on else "persona prompt only"
 
 
 @dataclass(frozen=True)
@@ -105,6 +130,8 @@ class StudioService:
             name = f"free prompt & chat: {loaded.metadata.task}" if key == FREE_TASK.key else key
             if (k := loaded.metadata.retrieval_k) and loaded.task.lamp_task:
                 name += f" [plug + {k} retrieved item{'s' if k > 1 else ''}]"
+            if key == FREE_TASK.key:
+                name += f" [plug + the persona's {self.prompt_config().texts} most fitting texts]"
             shown = _shown_metrics(loaded.metadata.metrics)
             plugs.append(name + (f" ({shown})" if shown else ""))
         return f"{self.engine.describe()} · plugs: {'; '.join(plugs)}"
@@ -274,15 +301,22 @@ class StudioService:
         user_input: str,
         options: GenerationOptions,
         strength: float = 1.0,
+        parts: PersonaParts | None = None,
     ) -> Iterator[tuple[Comparison, list[str]]]:
-        """Without/with the task's plug, one batched call, streamed; yields (comparison, history)."""
+        """Without/with the task's plug, one batched call, streamed; yields (comparison, history).
+
+        A free prompt is answered in the persona prompt (see `persona_prompt`), with the parts in `parts`."""
+        parts = parts or PersonaParts()
         if not (user_input or "").strip():
             raise PersonaDemoError("Type an input first.")
         loaded = self.task(task_key)
         texts = self._persona_texts(persona_id)
         prompt = plain_prompt = loaded.task.prompt(user_input)
         k = loaded.metadata.retrieval_k
-        if k and loaded.task.lamp_task:  # hybrid plug: soft tokens plus the persona's top-k items as text
+        if task_key == FREE_TASK.key:
+            turn = [{"role": "user", "content": user_input.strip()}]
+            prompt = self.persona_prompt(texts, turn, user_input.strip(), parts.retrieved_texts)
+        elif k and loaded.task.lamp_task and parts.retrieved_texts:  # hybrid plug: + top-k items as text
             items = self.history(persona_id)
             prompt = hybrid_prompt(loaded.task.lamp_task, plain_prompt, user_input.strip(), items, k)
         last = None
@@ -300,6 +334,7 @@ class StudioService:
                     query=user_input.strip(),
                     plug=loaded.plug,
                     plain_prompt=plain_prompt,
+                    soft_tokens=parts.soft_tokens,
                 )
             for last in comparisons:
                 yield last, texts
@@ -350,19 +385,56 @@ class StudioService:
         message: str,
         options: GenerationOptions,
         strength: float = 1.0,
+        parts: PersonaParts | None = None,
     ) -> Iterator[tuple[str, str]]:
-        """One chat turn as the persona and, beside it, unpersonalized; each side keeps its own thread."""
+        """One chat turn as the persona and, beside it, unpersonalized; each side keeps its own thread.
+
+        The persona side is the paper's hybrid made for conversation: the plug's soft tokens plus the
+        persona's most fitting texts in a persona prompt (`parts` switches either off)."""
         if not (message or "").strip():
             raise PersonaDemoError("Type a message first.")
+        parts = parts or PersonaParts()
         texts = self._persona_texts(persona_id)
         turn = {"role": "user", "content": message.strip()}
-        persona_msgs = [*_clean_chat(persona_chat), turn]
+        persona_msgs = self.persona_prompt(
+            texts, [*_clean_chat(persona_chat), turn], message.strip(), parts.retrieved_texts
+        )
         plain_msgs = [*_clean_chat(plain_chat), turn]
         with torch.no_grad():
             for result in self.engine.stream_compare(
-                persona_msgs, texts, options.validated(), strength, plain_prompt=plain_msgs
+                persona_msgs,
+                texts,
+                options.validated(),
+                strength,
+                query=message.strip(),
+                plain_prompt=plain_msgs,
+                soft_tokens=parts.soft_tokens,
             ):
                 yield result.with_plug, result.without_plug
+
+    def persona_prompt(
+        self, texts: list[str], conversation: ChatMessages, query: str, retrieved_texts: bool = True
+    ) -> Messages:
+        """The conversation under the persona's system message, with its texts that best fit `query`."""
+        chosen = self.prompt_texts(texts, query) if retrieved_texts else []
+        return persona_messages(conversation, chosen, self.prompt_config())
+
+    def prompt_texts(self, texts: list[str], query: str) -> list[str]:
+        """The persona's texts that go into the persona prompt for this message, best first."""
+        encoder = self.engine.encoder
+        query_vector = encoder.encode_queries([query])[0]
+        return chosen_texts(texts, query_vector, encoder.encode(texts), self.prompt_config())
+
+    def chosen_for(self, persona_id: int | None, query: str, parts: PersonaParts) -> list[str]:
+        """What the studio shows under a chat reply: the texts the persona prompt carried (none when off)."""
+        if not parts.retrieved_texts or not (query or "").strip():
+            return []
+        return self.prompt_texts(self._persona_texts(persona_id), query.strip())
+
+    def prompt_config(self) -> PersonaPromptConfig:
+        """As many texts as the chat plug was trained with (`train --retrieval-k`), else the default."""
+        trained = self.tasks[FREE_TASK.key].metadata.retrieval_k
+        return PersonaPromptConfig(texts=trained) if trained else DEFAULT_PROMPT
 
     def _require(self, persona_id: int | None) -> int:
         pid = row_id(persona_id)
@@ -389,11 +461,21 @@ STATUS_METRICS = {
 
 
 def _shown_metrics(metrics: dict) -> str:
+    """A plug is called personal only when its personal share's interval (users resampled) is above zero;
+    otherwise the line says it adapts to the task, whatever its point estimate."""
     shown = [
         fmt.format(metrics[k])
         for k, fmt in STATUS_METRICS.items()
-        if isinstance(metrics.get(k), int | float) and math.isfinite(metrics[k])
+        if isinstance(metrics.get(k), int | float) and math.isfinite(metrics[k]) and k != "dev_personal_share"
     ]
+    share, interval = metrics.get("dev_personal_share"), metrics.get("dev_personal_share_ci")
+    if isinstance(share, int | float) and math.isfinite(share):
+        personal = isinstance(interval, list | tuple) and len(interval) == 2 and interval[0] > 0
+        shown.append(
+            f"personal share {share:.0%} [{interval[0]:.0%}, {interval[1]:.0%}]"
+            if personal
+            else "not shown to be personal: adapts to the task"
+        )
     return ", ".join(shown)
 
 

@@ -22,8 +22,9 @@ import torch
 
 from ..engine.generation import GenerationOptions
 from ..errors import PersonaDemoError
+from ..tasks.persona_prompt import cut_words
 from . import args as arg
-from .service import StudioService
+from .service import PersonaParts, StudioService
 from .space import attention_figure, space_figure, umap_ready, warm_umap
 
 log = logging.getLogger(__name__)
@@ -98,12 +99,27 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
         labels = [(f"{i + 1}. {item.text[:60]}", item.id) for i, item in enumerate(items)]
         return rows, gr.update(choices=labels, value=None)
 
-    def options(max_new: float, sample: bool, temperature: float) -> GenerationOptions:
+    def options(
+        max_new: float,
+        sample: bool,
+        temperature: float,
+        top_p: float = arg.REPLY_TOP_P,
+        repetition_penalty: float = arg.REPLY_REPETITION_PENALTY,
+        no_repeat: float = arg.REPLY_NO_REPEAT_NGRAM,
+    ) -> GenerationOptions:
         return GenerationOptions(
             max_new_tokens=int(arg.number(max_new, "max new tokens", arg.MAX_NEW_TOKENS, integer=True)),
             do_sample=arg.flag(sample, "sample"),
             temperature=arg.number(temperature, "temperature", arg.TEMPERATURE),
+            top_p=arg.number(top_p, "top-p", arg.TOP_P),
+            repetition_penalty=arg.number(repetition_penalty, "repetition penalty", arg.REPETITION_PENALTY),
+            no_repeat_ngram_size=int(
+                arg.number(no_repeat, "no-repeat n-gram", arg.NO_REPEAT_NGRAM, integer=True)
+            ),
         )
+
+    def parts(soft_tokens: bool, retrieved_texts: bool) -> PersonaParts:
+        return PersonaParts(arg.flag(soft_tokens, "soft tokens"), arg.flag(retrieved_texts, "own texts"))
 
     # --------------------------------------------------------------------------------------- callbacks
     @user_errors
@@ -236,31 +252,66 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
             yield space_figure(data, "umap", current, prev)
 
     @user_errors
-    def compare(current, task_key, user_input, max_new, strength, sample, temperature):
+    def compare(
+        current,
+        task_key,
+        user_input,
+        max_new,
+        strength,
+        sample,
+        temperature,
+        top_p=arg.REPLY_TOP_P,
+        repetition_penalty=arg.REPLY_REPETITION_PENALTY,
+        no_repeat=arg.REPLY_NO_REPEAT_NGRAM,
+        soft_tokens=True,
+        own_texts=True,
+    ):
         current, task_key = arg.row_id(current), arg.text(task_key, "task")
         user_input = arg.text(user_input, "input")
-        opts = options(max_new, sample, temperature)
+        opts = options(max_new, sample, temperature, top_p, repetition_penalty, no_repeat)
+        persona_parts = parts(soft_tokens, own_texts)
         strength = arg.number(strength, "persona strength", arg.STRENGTH)
         result = texts = None
-        for result, texts in service.stream_compare(current, task_key, user_input, opts, float(strength)):
+        stream = service.stream_compare(current, task_key, user_input, opts, float(strength), persona_parts)
+        for result, texts in stream:
             yield result.without_plug, result.with_plug, None
         if result is not None:
             yield result.without_plug, result.with_plug, attention_figure(result.top_items(texts, k=5))
 
     @user_errors
-    def chat(current, message, persona_chat, plain_chat, max_new, strength, sample, temperature):
+    def chat(
+        current,
+        message,
+        persona_chat,
+        plain_chat,
+        max_new,
+        strength,
+        sample,
+        temperature,
+        top_p=arg.REPLY_TOP_P,
+        repetition_penalty=arg.REPLY_REPETITION_PENALTY,
+        no_repeat=arg.REPLY_NO_REPEAT_NGRAM,
+        soft_tokens=True,
+        own_texts=True,
+    ):
+        """Settings after `temperature` came later: API calls that send only the first seven get defaults."""
         current, message = arg.row_id(current), arg.text(message, "message")
-        opts = options(max_new, sample, temperature)
+        opts = options(max_new, sample, temperature, top_p, repetition_penalty, no_repeat)
+        persona_parts = parts(soft_tokens, own_texts)
         strength = arg.number(strength, "persona strength", arg.STRENGTH)
         persona_chat = list(arg.chat_history(persona_chat))
         plain_chat = list(arg.chat_history(plain_chat))
         user_turn = {"role": "user", "content": message}
-        stream = service.stream_chat(current, persona_chat, plain_chat, message, opts, float(strength))
+        stream = service.stream_chat(
+            current, persona_chat, plain_chat, message, opts, float(strength), persona_parts
+        )
+        note = parts_note(persona_parts, service.chosen_for(current, message, persona_parts))
         for with_plug, without_plug in stream:
             yield (
                 "",
                 [*persona_chat, user_turn, {"role": "assistant", "content": with_plug}],
                 [*plain_chat, user_turn, {"role": "assistant", "content": without_plug}],
+                note,
             )
 
     # ------------------------------------------------------------------------------------------ layout
@@ -350,6 +401,7 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
                                 label="as the persona (plug on)", elem_id="chat-persona"
                             )
                             plain_chat = gr.Chatbot(label="unpersonalized (plug off)", elem_id="chat-plain")
+                        chat_parts = gr.Markdown(elem_id="chat-parts")
                         message = gr.Textbox(label="message", elem_id="chat-message")
                         with gr.Row():
                             send_btn = gr.Button("Send", variant="primary", elem_id="chat-send")
@@ -361,6 +413,27 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
                     strength = gr.Slider(0, 3, value=1.0, step=0.1, label="persona strength")
                     sample = gr.Checkbox(label="sample (else greedy)")
                     temperature = gr.Slider(0.1, 2.0, value=0.7, step=0.05, label="temperature")
+                    top_p = gr.Slider(*arg.TOP_P, value=arg.REPLY_TOP_P, step=0.05, label="top-p (sampling)")
+                    repetition_penalty = gr.Slider(
+                        *arg.REPETITION_PENALTY,
+                        value=arg.REPLY_REPETITION_PENALTY,
+                        step=0.05,
+                        label="repetition penalty (1 = off)",
+                    )
+                    no_repeat = gr.Slider(
+                        *arg.NO_REPEAT_NGRAM,
+                        value=arg.REPLY_NO_REPEAT_NGRAM,
+                        step=1,
+                        label="no repeated n-grams of this size (0 = off)",
+                    )
+                    use_soft = gr.Checkbox(
+                        value=True, label="persona: plug's soft tokens", elem_id="use-soft"
+                    )
+                    use_texts = gr.Checkbox(
+                        value=True,
+                        label="persona: own texts in the prompt",
+                        elem_id="use-texts",
+                    )
 
         # ------------------------------------------------------------------------------------ wiring
         map_inputs = [current, method, with_items, previous_vector]
@@ -403,28 +476,57 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
         method.change(bump, map_tick, map_tick, api_visibility="private")
         with_items.change(bump, map_tick, map_tick, api_visibility="private")
 
+        extra_inputs = [top_p, repetition_penalty, no_repeat, use_soft, use_texts]
+        """New settings go last, so API calls written for the first seven arguments keep working."""
         generate_btn.click(
             compare,
-            [current, task, user_input, max_new, strength, sample, temperature],
+            [current, task, user_input, max_new, strength, sample, temperature, *extra_inputs],
             [without, with_plug, attention_plot],
             api_name="compare",
             concurrency_id="llm",
             concurrency_limit=generation_concurrency,
         )
-        chat_inputs = [current, message, persona_chat, plain_chat, max_new, strength, sample, temperature]
+        chat_inputs = [
+            current,
+            message,
+            persona_chat,
+            plain_chat,
+            max_new,
+            strength,
+            sample,
+            temperature,
+            *extra_inputs,
+        ]
         for trigger in (send_btn.click, message.submit):
             trigger(
                 chat,
                 chat_inputs,
-                [message, persona_chat, plain_chat],
+                [message, persona_chat, plain_chat, chat_parts],
                 api_name="chat" if trigger == send_btn.click else False,
                 api_visibility="public" if trigger == send_btn.click else "private",
                 concurrency_id="llm",
                 concurrency_limit=generation_concurrency,
             )
-        clear_btn.click(lambda: ([], []), None, [persona_chat, plain_chat], api_visibility="private")
+        chat_views = [persona_chat, plain_chat, chat_parts]
+        clear_btn.click(fresh_chat, None, chat_views, api_visibility="private")
+        persona.change(
+            fresh_chat, None, chat_views, api_visibility="private"
+        )  # a chat belongs to one persona
         demo.load(bump, map_tick, map_tick, api_visibility="private")
     return demo
+
+
+def parts_note(parts: PersonaParts, chosen: list[str]) -> str:
+    """Under the chat: what the persona side received, so a user sees where the persona comes from."""
+    note = f"**Persona side:** {parts.describe()}"
+    if chosen:
+        shown = "; ".join(f"“{_md_escape(cut_words(t, 12))}”" for t in chosen)
+        note += f". Texts in the prompt: {shown}"
+    return note + ". Switch either part off under *generation settings* to see what it adds."
+
+
+def fresh_chat() -> tuple[list, list, str]:
+    return [], [], ""
 
 
 def bump(tick: int | None) -> int:

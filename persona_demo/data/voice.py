@@ -4,9 +4,10 @@ Design (README, "Persona voice"):
 - A user's posts are sorted by date (stable, so same-day posts keep their file order). A *target* is one of
   the user's most recent posts; its *history* is every post dated strictly before it (when dates exist, so
   nothing written the same day or later leaks in; without dates, every post before it in the file).
-- The prompt is an instruction built from the target's topic words ("Write a blog post about cats, rain,
-  winnipeg."): what a user of the app would type, not the text itself. The same prompt is used with and
-  without the plug, so the comparison isolates what the persona adds.
+- The prompt is a content-free instruction ("What have you been up to?", one of
+  `CONTENT_FREE_INSTRUCTIONS`, chosen by a hash of the user and the post): it says nothing of the topic, so
+  topic, tone and vocabulary must come from the persona. The same prompt is used with and without the
+  plug, so the comparison isolates what the persona adds.
 - Users are split into train/dev by a hash of their id (stable whatever the file order; no user in both).
 """
 
@@ -15,34 +16,17 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import re
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import PersonaDemoError
+from ..tasks.persona_prompt import CONTENT_FREE_INSTRUCTIONS
 
 DEV_PERCENT = 10
 """Share of users (by id hash) in the dev split."""
 MIN_HISTORY = 2
 """A target needs at least this many earlier posts, or it is skipped."""
-TOPIC_WORDS = 4
-
-_STOPWORD_TEXT = """
-    a about above after again against all also am an and any are as at be because been before being below
-    between both but by can could did do does doing down during each even ever every few for from further get
-    got had has have having he her here hers herself him himself his how i if in into is it its itself just
-    know like me more most much my myself no nor not now of off on once one only or other our ours ourselves
-    out over own really same she should so some still such than that the their theirs them themselves then
-    there these they this those through to too under until up very was we well were what when where which
-    while who whom why will with would you your yours yourself yourselves im ive dont didnt cant thats its
-    going gonna wanna yeah oh ok okay lol today day time thing things think thought said say make made way
-    back right much many something anything everything someone people lot little good great new want went go
-    come came see saw take took need first last next since around another though through
-"""
-_STOPWORDS = frozenset(_STOPWORD_TEXT.split())
-_WORD = re.compile(r"[a-z][a-z']{2,}")
 
 
 @dataclass(frozen=True)
@@ -130,17 +114,10 @@ def split_users(users: Iterable[UserPosts], split: str) -> list[UserPosts]:
     return [u for u in users if is_dev_user(u.user) == want_dev]
 
 
-def topic_words(text: str, n: int = TOPIC_WORDS) -> list[str]:
-    """The text's most frequent content words (ties: first seen), lower-cased."""
-    words = [w.strip("'") for w in _WORD.findall(text.lower())]
-    counts = Counter(w for w in words if len(w) > 2 and "'" not in w and w not in _STOPWORDS)
-    first = {w: i for i, w in reversed(list(enumerate(words)))}
-    return sorted(counts, key=lambda w: (-counts[w], first[w]))[:n]
-
-
-def voice_prompt(target: str) -> str:
-    words = topic_words(target)
-    return f"Write a blog post about {', '.join(words)}." if words else "Write a blog post."
+def voice_prompt(user: str, target: str) -> str:
+    """A content-free instruction, the same for the same (user, post) whatever the file order."""
+    digest = hashlib.sha1(f"{user}\n{target}".encode()).hexdigest()
+    return CONTENT_FREE_INSTRUCTIONS[int(digest[:8], 16) % len(CONTENT_FREE_INSTRUCTIONS)]
 
 
 def user_examples(user: UserPosts, targets: int = 1, min_history: int = MIN_HISTORY) -> list[VoiceExample]:
@@ -156,7 +133,9 @@ def user_examples(user: UserPosts, targets: int = 1, min_history: int = MIN_HIST
             earlier = [p for p in earlier if p.date < target.date]  # type: ignore[operator]
         if len(earlier) >= min_history:
             out.append(
-                VoiceExample(user.user, voice_prompt(target.text), [p.text for p in earlier], target.text)
+                VoiceExample(
+                    user.user, voice_prompt(user.user, target.text), [p.text for p in earlier], target.text
+                )
             )
     return out
 

@@ -175,17 +175,20 @@ class PersonaEngine:
         query: str | None = None,
         plug: PersonaPlug | None = None,
         plain_prompt: Prompt | None = None,
+        soft_tokens: bool = True,
     ) -> tuple[Row, Row, list[float]]:
         """(plugged row, plain row, attention weights) for one prompt and persona.
 
         `plain_prompt` lets the unpersonalized row follow its own conversation (chat side by side).
+        `soft_tokens=False` leaves the plug's tokens out of the first row (its prompt alone: a user switching
+        the plug off to see what the retrieved texts do by themselves); the weights are still computed.
         """
         clean = validate_history(history)
         ids = self.llm.prompt_ids(prompt)
         plain_ids = ids if plain_prompt is None else self.llm.prompt_ids(plain_prompt)
         with torch.no_grad():
             out = self.plug_output([query or prompt_text(prompt)], [clean], strength, plug=plug)
-        plugged = Row(ids, out.soft_tokens[0], out.soft_mask[0])
+        plugged = Row(ids, out.soft_tokens[0], out.soft_mask[0]) if soft_tokens else Row(ids)
         return plugged, Row(plain_ids), out.weights[0, : len(clean)].tolist()
 
     def compare(
@@ -211,10 +214,11 @@ class PersonaEngine:
         query: str | None = None,
         plug: PersonaPlug | None = None,
         plain_prompt: Prompt | None = None,
+        soft_tokens: bool = True,
     ) -> Iterator[Comparison]:
         """`compare`, yielding both texts after every generated token."""
         started = time.perf_counter()
-        plugged, plain, weights = self.rows(prompt, history, strength, query, plug, plain_prompt)
+        plugged, plain, weights = self.rows(prompt, history, strength, query, plug, plain_prompt, soft_tokens)
         for with_plug, without_plug in self.llm.stream([plugged, plain], options or self.default_options()):
             yield Comparison(with_plug, without_plug, weights, time.perf_counter() - started)
 

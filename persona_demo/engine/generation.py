@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -17,6 +18,11 @@ import torch.nn.functional as F
 
 from ..errors import PersonaDemoError
 from .models import LoadedLLM
+
+# Intended: with soft tokens the prompt goes in as embeddings, so these penalties see only the reply.
+warnings.filterwarnings(
+    "ignore", message=r"Passing `(repetition_penalty|no_repeat_ngram_size)` with `inputs_embeds`"
+)
 
 Prompt = str | Sequence[dict[str, str]]
 """A plain prompt, or chat messages ({"role", "content"}) for models with a chat template."""
@@ -33,6 +39,11 @@ class GenerationOptions:
     temperature: float = 0.7
     top_p: float = 0.9
     seed: int = 0
+    repetition_penalty: float = 1.0
+    """> 1 makes tokens already generated less likely (1 = off). With soft tokens the prompt is passed as
+    embeddings, so only the reply's own tokens are penalised, never the persona's words in the prompt."""
+    no_repeat_ngram_size: int = 0
+    """Never generate the same n-gram of tokens twice in one reply (0 = off): a 135M model loops without it."""
 
     def validated(self) -> GenerationOptions:
         if not 1 <= self.max_new_tokens <= 4096:
@@ -41,6 +52,10 @@ class GenerationOptions:
             raise PersonaDemoError("temperature must be above 0 and at most 5")
         if self.do_sample and not 0 < self.top_p <= 1:
             raise PersonaDemoError("top-p must be above 0 and at most 1")
+        if not 1 <= self.repetition_penalty <= 2:
+            raise PersonaDemoError("repetition penalty must be from 1 (off) to 2")
+        if not 0 <= self.no_repeat_ngram_size <= 16:
+            raise PersonaDemoError("no-repeat n-gram size must be from 0 (off) to 16")
         return self
 
 
@@ -268,6 +283,10 @@ class FrozenLLM:
             "pad_token_id": self.pad_token_id,
             "eos_token_id": self.eos_token_id,
         }
+        if options.repetition_penalty != 1:
+            kwargs["repetition_penalty"] = options.repetition_penalty
+        if options.no_repeat_ngram_size:
+            kwargs["no_repeat_ngram_size"] = options.no_repeat_ngram_size
         if options.min_new_tokens:
             kwargs["min_new_tokens"] = min(options.min_new_tokens, options.max_new_tokens)
         if options.do_sample:

@@ -10,13 +10,17 @@ from pathlib import Path
 from ..data.voice import is_voice_file, load_voice_split
 from ..engine.engine import PersonaEngine
 from ..errors import PersonaDemoError
+from ..tasks.persona_prompt import PersonaPromptConfig, persona_prompt_builder
 from .collapse import split_persona_cosines
 from .evaluate import gold_examples
 from .nll import METHOD_CONDITION, ScoringItem, nll_report, prompt_fit
 from .retrieval import rag_prompt_builder
 
 VOICE_TASK = "persona-voice"
-VOICE_METHODS = ("none", "pplug", "pplug-shuffled", "pplug-no-history")
+VOICE_METHODS = ("none", "pplug", "pplug-shuffled", "pplug-no-history", "pplug+texts", "texts")
+"""`pplug+texts` is the studio's chat mode (soft tokens + the persona's K most fitting posts in the persona
+prompt); `texts` is the same prompt without the plug; `pplug` the soft tokens with the bare instruction."""
+PERSONA_PROMPT_METHODS = ("pplug+texts", "texts")
 
 
 def lamp_items(data_dir: Path, split: str, limit: int) -> tuple[list, list[ScoringItem], int]:
@@ -58,9 +62,17 @@ def evaluate_nll(
         if method not in VOICE_METHODS:
             raise PersonaDemoError(f"{VOICE_TASK} supports {', '.join(VOICE_METHODS)}, not {method!r}")
         items, task_name = voice_items(data, split, limit), VOICE_TASK
+        if method in PERSONA_PROMPT_METHODS:
+            own_prompt = persona_prompt_builder(
+                engine.encoder,
+                [str(it.prompt) for it in items],
+                [it.history for it in items],
+                PersonaPromptConfig(k),
+            )
     else:
-        if method not in METHOD_CONDITION:
-            raise PersonaDemoError(f"--metric nll supports {', '.join(METHOD_CONDITION)}, not {method!r}")
+        if method not in METHOD_CONDITION or method in PERSONA_PROMPT_METHODS:
+            lamp = [m for m in METHOD_CONDITION if m not in PERSONA_PROMPT_METHODS]
+            raise PersonaDemoError(f"--metric nll on LaMP supports {', '.join(lamp)}, not {method!r}")
         examples, items, task = lamp_items(data, split, limit)
         task_name = Path(data).name
         if method in {"pplug+bm25", "bm25"}:
@@ -85,7 +97,7 @@ def evaluate_nll(
         "split": split,
         **report,
         "shuffles": shuffles if method != "none" else 0,
-        "k": k if method in {"pplug+bm25", "bm25"} else None,
+        "k": k if method in {"pplug+bm25", "bm25", *PERSONA_PROMPT_METHODS} else None,
         "plug": engine.plug_metadata.task if method.startswith("pplug") else None,
         "seconds": round(time.perf_counter() - started, 1),
     }

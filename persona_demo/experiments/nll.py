@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..engine.engine import PersonaEngine
-from ..engine.generation import Row
+from ..engine.generation import Prompt, Row
 from ..errors import PersonaDemoError
 
 CONDITIONS = ("none", "no_history", "shuffled", "own")
@@ -35,6 +35,8 @@ METHOD_CONDITION = {
     "pplug": "own",
     "pplug+bm25": "own",
     "bm25": "own",
+    "pplug+texts": "own",
+    "texts": "own",
 }
 """Which condition's NLL is the headline `nll` of an `evaluate --metric nll --method M` run."""
 
@@ -47,7 +49,7 @@ class ScoringItem:
     query: str
     history: list[str]
     target: str
-    prompt: str
+    prompt: Prompt
     """The prompt for the `none` / `no_history` conditions."""
 
 
@@ -63,17 +65,23 @@ def prompt_fit(engine: PersonaEngine, limit: int = PROMPT_TOKENS) -> tuple[Calla
 
 def scoring_row(
     engine: PersonaEngine,
-    prompt: str,
+    prompt: Prompt,
     target: str,
     soft: torch.Tensor | None = None,
     soft_mask: torch.Tensor | None = None,
     max_prompt_tokens: int = PROMPT_TOKENS,
     max_target_tokens: int = 64,
 ) -> Row:
-    """A teacher-forcing row: the (cut) chat-templated prompt, then the (cut) target and EOS."""
+    """A teacher-forcing row: the (cut) chat-templated prompt, then the (cut) target and EOS.
+
+    Chat messages (the persona prompt) are kept whole: their builder bounds their length, and a cut from the
+    right would take the question."""
     tokenizer = engine.llm.tokenizer
-    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"][:max_prompt_tokens]
-    prompt_ids = engine.llm.prompt_ids(tokenizer.decode(ids))
+    if isinstance(prompt, str):
+        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"][:max_prompt_tokens]
+        prompt_ids = engine.llm.prompt_ids(tokenizer.decode(ids))
+    else:
+        prompt_ids = engine.llm.prompt_ids(prompt)
     target_ids = tokenizer(target, add_special_tokens=False)["input_ids"][:max_target_tokens]
     return Row(prompt_ids, soft, soft_mask, target_ids + [engine.llm.eos_token_id])
 
@@ -101,7 +109,7 @@ def derangement(users: Sequence[str], seed: int) -> list[int]:
 @torch.no_grad()
 def score(
     engine: PersonaEngine,
-    prompts: Sequence[str],
+    prompts: Sequence[Prompt],
     targets: Sequence[str],
     *,
     queries: Sequence[str] | None = None,
@@ -180,7 +188,7 @@ def nll_report(
     items: Sequence[ScoringItem],
     method: str,
     *,
-    own_prompt: Callable[[int, int], str] | None = None,
+    own_prompt: Callable[[int, int], Prompt] | None = None,
     shuffles: int = 3,
     batch_size: int = 8,
     max_prompt_tokens: int = PROMPT_TOKENS,

@@ -25,9 +25,10 @@ from ..data.lamp import LampDataset, load_split
 from ..data.voice import is_voice_file, load_voice_split
 from ..engine.checkpoint import LEARNED_ATTENTION_KEYS, PlugMetadata, is_query_encoder_key, save_plug
 from ..engine.engine import PersonaEngine
-from ..engine.generation import Row
+from ..engine.generation import Prompt, Row
 from ..engine.plug import PlugOutput
 from ..errors import PersonaDemoError
+from ..tasks.persona_prompt import PersonaPromptConfig, persona_prompt_builder
 from .collapse import cross_user_cosine, mean_cross_user_cosine
 from .distributed import Single
 from .nll import PROMPT_TOKENS, derangement, prompt_fit, scoring_row
@@ -109,12 +110,12 @@ class TrainConfig:
 class Example:
     """A training/dev item as the plug sees it."""
 
-    prompt: str
+    prompt: Prompt
     query: str
     history: list[str]
     target: str
     user: str = ""
-    shuffled_prompt: str = ""
+    shuffled_prompt: Prompt = ""
     """The same question as another user would see it (their retrieved items, if any): the contrastive term."""
     shuffled_history: list[str] = field(default_factory=list)
     """Another user's history (the contrastive term's negative)."""
@@ -159,7 +160,7 @@ def to_examples(
 
 
 def attach_shuffled(
-    examples: list[Example], seed: int, prompt_for: Callable[[int, int], str] | None = None
+    examples: list[Example], seed: int, prompt_for: Callable[[int, int], Prompt] | None = None
 ) -> None:
     """Give example i the history of example j(i) of another user; `prompt_for(i, j)` rebuilds i's prompt
     with j's retrieved items (default: i's own prompt, for prompts without retrieved text)."""
@@ -173,11 +174,41 @@ VOICE_TARGETS_PER_USER = 3
 """Training targets per persona-voice train user (its most recent posts, each with its earlier posts)."""
 
 
-def voice_examples(path: Path, split: str, limit: int = 0) -> list[Example]:
-    """Persona-voice examples (train: several targets per user; dev: the most recent post of each user)."""
+def voice_examples(
+    path: Path,
+    split: str,
+    limit: int = 0,
+    *,
+    engine: PersonaEngine | None = None,
+    texts: int = 0,
+    text_share: float = 1.0,
+    seed: int = 0,
+    shuffle_seed: int | None = None,
+) -> list[Example]:
+    """Persona-voice examples (train: several targets per user; dev: the most recent post of each user).
+
+    With `texts` > 0 a seeded share `text_share` of the prompts is the studio's persona prompt (the
+    instruction under the persona's `texts` most fitting earlier posts, `tasks.persona_prompt`), the rest the
+    bare instruction. `shuffle_seed` attaches another user's history (and persona prompt) to each example."""
     per_user = VOICE_TARGETS_PER_USER if split == "train" else 1
-    examples = load_voice_split(path, split, targets_per_user=per_user)[: limit or None]
-    return [Example(e.prompt, e.prompt, e.history, e.target, e.user) for e in examples]
+    found = load_voice_split(path, split, targets_per_user=per_user)[: limit or None]
+    build = None
+    if texts:
+        if engine is None:
+            raise PersonaDemoError("persona prompts need the engine's encoder to choose the texts")
+        build = persona_prompt_builder(
+            engine.encoder, [e.prompt for e in found], [e.history for e in found], PersonaPromptConfig(texts)
+        )
+    chooser = random.Random(seed)
+    persona = [build is not None and chooser.random() < text_share for _ in found]
+
+    def prompt_for(i: int, j: int) -> Prompt:
+        return build(i, j) if build is not None and persona[i] else found[i].prompt
+
+    out = [Example(prompt_for(i, i), e.prompt, e.history, e.target, e.user) for i, e in enumerate(found)]
+    if shuffle_seed is not None:
+        attach_shuffled(out, shuffle_seed, prompt_for)
+    return out
 
 
 def history_dropout(history: list[str], rng: random.Random) -> list[str]:
@@ -224,7 +255,7 @@ class PlugTrainer:
         self.forward_plug: torch.nn.Module | None = None
         """The plug as the forward pass sees it while training (DDP-wrapped across processes)."""
 
-    def row(self, prompt: str, target: str, soft: torch.Tensor, soft_mask: torch.Tensor) -> Row:
+    def row(self, prompt: Prompt, target: str, soft: torch.Tensor, soft_mask: torch.Tensor) -> Row:
         """The same teacher-forcing row as evaluation's NLL (cut prompt, cut target + EOS)."""
         cfg = self.config
         return scoring_row(
@@ -238,14 +269,14 @@ class PlugTrainer:
         )
 
     def row_nll(
-        self, batch: list[Example], histories: list[list[str]], prompts: list[str] | None = None
+        self, batch: list[Example], histories: list[list[str]], prompts: list[Prompt] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-example summed target NLL and token counts, with these histories (and prompts)."""
         nll, counts, _ = self.row_nll_and_plug(batch, histories, prompts)
         return nll, counts
 
     def row_nll_and_plug(
-        self, batch: list[Example], histories: list[list[str]], prompts: list[str] | None = None
+        self, batch: list[Example], histories: list[list[str]], prompts: list[Prompt] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, PlugOutput]:
         """`row_nll` and the plug output it used (the diversity term reads its P_u)."""
         out = self.engine.plug_output([e.query for e in batch], histories, plug=self.forward_plug)
@@ -563,17 +594,16 @@ def train_plug(
 ) -> dict[str, float]:
     """Load `train` (and `dev` if present) from a LaMP folder, or the train/dev users of a per-user JSONL
     file (the persona-voice task), and train the engine's plug into `out`."""
-    if is_voice_file(data_dir):
-        if config.retrieval_k:
-            raise PersonaDemoError(
-                "--retrieval-k is for LaMP tasks; the persona-voice prompt carries no retrieved text"
-            )
-        train = voice_examples(data_dir, "train", config.limit)
-        if config.contrastive:
-            attach_shuffled(train, config.seed)
-        dev = voice_examples(data_dir, "dev", config.eval_limit)
-        if config.contrastive:
-            attach_shuffled(dev, config.seed)
+    if is_voice_file(data_dir):  # --retrieval-k: that many of the persona's posts in the persona prompt
+        voice = {
+            "engine": engine,
+            "texts": config.retrieval_k,
+            "text_share": config.retrieval_share,
+            "seed": config.seed,
+            "shuffle_seed": config.seed if config.contrastive else None,
+        }
+        train = voice_examples(data_dir, "train", config.limit, **voice)
+        dev = voice_examples(data_dir, "dev", config.eval_limit, **voice)
         task = "persona_voice"
     else:
         k = config.retrieval_k

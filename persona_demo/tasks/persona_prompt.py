@@ -1,0 +1,117 @@
+"""The persona prompt for chat and free prompts: the paper's hybrid (soft tokens + retrieved texts), made
+for conversation.
+
+A message like "What have you been up to?" says nothing about the person, so the plug's two soft tokens
+alone leave a 135M model to invent a generic reply. The prompt therefore also carries the persona's few
+texts that best match the message *and* the persona as a whole (cosine to the message plus cosine to the
+history's centroid, so a content-free message still gets the person's most typical texts), each cut short,
+under a system line that asks the model to answer as their author. The voice plug is trained on exactly
+this prompt with content-free instructions (`CONTENT_FREE_INSTRUCTIONS`), so topic, tone and vocabulary
+have to come from the person, not from the instruction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..engine.encoder import HistoryEncoder
+
+Messages = list[dict[str, str]]
+
+PERSONA_SYSTEM = (
+    "You are the person who wrote the texts below. Reply in the first person, in your own voice, about "
+    "your own life and interests, in a few sentences. Do not repeat the texts word for word."
+)
+TEXTS_HEADER = "Texts you wrote:"
+
+CONTENT_FREE_INSTRUCTIONS = (
+    "Write a blog post.",
+    "What have you been up to?",
+    "Tell me about your day.",
+    "What's on your mind?",
+    "Write something for your blog.",
+    "How are things going with you?",
+    "Share a few thoughts from the last few days.",
+    "Write a new post for your readers.",
+)
+"""Instructions that carry no topic: training on them makes the persona, not the prompt, carry the reply."""
+
+
+@dataclass(frozen=True)
+class PersonaPromptConfig:
+    """How many of the persona's texts go into the prompt, and how much of each."""
+
+    texts: int = 3
+    words_per_text: int = 40
+    """Each text is cut to this many words: enough for topic and tone, a bounded prompt for a 135M model."""
+
+
+DEFAULT_PROMPT = PersonaPromptConfig()
+
+
+def rank_texts(query: torch.Tensor, items: torch.Tensor) -> list[int]:
+    """Item indices, best first, by cos(item, query) + cos(item, centroid of all items).
+
+    `query` [E] and `items` [N, E] are L2-normalised encoder vectors. The centroid term keeps a content-free
+    message from picking texts at random: it then gets the persona's most typical texts."""
+    centroid = torch.nn.functional.normalize(items.float().mean(0), dim=0)
+    scores = items.float() @ query.float() + items.float() @ centroid
+    return scores.argsort(descending=True).tolist()
+
+
+def cut_words(text: str, words: int) -> str:
+    parts = " ".join(text.split()).split(" ")
+    return " ".join(parts[:words]) + (" ..." if len(parts) > words else "")
+
+
+def persona_messages(
+    conversation: Sequence[dict[str, str]],
+    texts: Sequence[str],
+    config: PersonaPromptConfig = DEFAULT_PROMPT,
+) -> Messages:
+    """`conversation` (user/assistant turns) under the persona's system message, with `texts` (already
+    ranked and chosen) listed in it; with no texts, the system line alone (the soft tokens carry the person)."""
+    system = PERSONA_SYSTEM
+    if texts:
+        listed = "\n".join(f"- {cut_words(t, config.words_per_text)}" for t in texts)
+        system = f"{PERSONA_SYSTEM}\n\n{TEXTS_HEADER}\n{listed}"
+    return [{"role": "system", "content": system}, *conversation]
+
+
+def chosen_texts(
+    history: Sequence[str],
+    query_vector: torch.Tensor,
+    item_vectors: torch.Tensor,
+    config: PersonaPromptConfig = DEFAULT_PROMPT,
+) -> list[str]:
+    """The persona's `config.texts` texts for this message, best first."""
+    if not history or config.texts <= 0:
+        return []
+    return [history[i] for i in rank_texts(query_vector, item_vectors)[: config.texts]]
+
+
+def persona_prompt_builder(
+    encoder: HistoryEncoder,
+    instructions: Sequence[str],
+    histories: Sequence[Sequence[str]],
+    config: PersonaPromptConfig = DEFAULT_PROMPT,
+) -> Callable[[int, int], Messages]:
+    """`build(i, j)`: instruction i in the persona prompt made of history j's texts, chosen for instruction i
+    exactly as the studio chooses them. j = i is the example's own persona; j ≠ i is another user's (the
+    shuffled control of evaluation and the contrastive negative of training)."""
+    queries = encoder.encode_queries(list(instructions))
+    encoder.encode(
+        sorted({t for h in histories for t in h})
+    )  # one batched pass; `build` then reads the cache
+    vectors: dict[int, torch.Tensor] = {}
+
+    def build(i: int, j: int) -> Messages:
+        if j not in vectors:
+            vectors[j] = encoder.encode(list(histories[j]))
+        texts = chosen_texts(histories[j], queries[i], vectors[j], config)
+        return persona_messages([{"role": "user", "content": instructions[i]}], texts, config)
+
+    return build
