@@ -29,7 +29,6 @@ from persona_demo.config import Settings
 from persona_demo.data.store import PersonaStore
 from persona_demo.data.voice import is_dev_user
 from persona_demo.engine.engine import PersonaEngine
-from persona_demo.engine.generation import GenerationOptions
 
 FREE = "Write a short post about your weekend."
 CHAT = "Any news? What have you been busy with?"
@@ -50,11 +49,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/blogs/blogs_per_user.jsonl.gz"))
     parser.add_argument("--tokens", type=int, default=64)
     args = parser.parse_args()
-    options = GenerationOptions(
-        max_new_tokens=args.tokens,
-        repetition_penalty=page.REPLY_REPETITION_PENALTY,
-        no_repeat_ngram_size=page.REPLY_NO_REPEAT_NGRAM,
-    )
+    options = page.reply_defaults(args.tokens)
     engine = PersonaEngine.from_settings(Settings.from_env())
     with tempfile.TemporaryDirectory() as folder:
         service = StudioService(engine, PersonaStore(Path(folder) / "personas.db"))

@@ -3,9 +3,11 @@ switches for each part. Real MiniLM and SmolLM2 throughout."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from persona_demo.engine.generation import GenerationOptions, Row
+from persona_demo.engine.generation import PLAUSIBILITY, GenerationOptions, Row
 from persona_demo.tasks.persona_prompt import (
     PERSONA_SYSTEM,
     PersonaPromptConfig,
@@ -92,3 +94,25 @@ def test_loop_stoppers_stop_loops(engine, bike_history):
     (reply,) = engine.llm._generate_tokens([Row(engine.llm.prompt_ids("Write a short post."))], options, None)
     grams = [tuple(reply[i : i + 3]) for i in range(len(reply) - 2)]
     assert len(grams) == len(set(grams))
+
+
+def test_persona_guidance_decodes_against_the_reference_prompt(engine):
+    """First token = argmax of (1 + g)·log p(·|persona) − g·log p(·|reference) over the tokens the persona
+    row finds plausible, from two plain forward passes;
+    a reference equal to the row's own prompt changes nothing; only the guided row of a batch changes."""
+    llm = engine.llm
+    persona = llm.prompt_ids(persona_messages([{"role": "user", "content": "Hi!"}], BAKER[:2]))
+    reference = llm.prompt_ids("Hi!")
+    g = 2.0
+    with torch.no_grad():
+        cond = llm.model(input_ids=torch.tensor([persona])).logits[0, -1].float().log_softmax(-1)
+        uncond = llm.model(input_ids=torch.tensor([reference])).logits[0, -1].float().log_softmax(-1)
+    guided = ((1 + g) * cond - g * uncond).masked_fill(cond < cond.max() + math.log(PLAUSIBILITY), -math.inf)
+    expected_first = int(guided.argmax())
+    options = GenerationOptions(max_new_tokens=6, persona_guidance=g)
+    plain = GenerationOptions(max_new_tokens=6)
+    tokens = llm._generate_tokens([Row(persona, reference_ids=reference), Row(reference)], options, None)
+    assert tokens[0][0] == expected_first
+    assert tokens[1] == llm._generate_tokens([Row(reference)], plain, None)[0]  # the plain row is untouched
+    same = llm._generate_tokens([Row(persona, reference_ids=persona)], options, None)
+    assert same == llm._generate_tokens([Row(persona)], plain, None)

@@ -106,5 +106,8 @@ def test_create_edit_upload_generate_chat_in_a_browser(page, tmp_path):
     expect(page.locator("#chat-persona .bot, #chat-persona [data-testid=bot]").first).to_be_visible()
     expect(page.locator("#chat-plain .bot, #chat-plain [data-testid=bot]").first).to_be_visible()
     assert settled_text(page.locator("#chat-persona")).count("What are you working on?") == 1
+    # what the persona side received: both parts, and which of the persona's texts the prompt carried
+    expect(page.locator("#chat-parts")).to_contain_text("soft tokens + own texts")
+    expect(page.locator("#chat-parts")).to_contain_text("Texts in the prompt")
     page.screenshot(path=str(shots / "studio-chat.png"), full_page=True)
     assert page.evaluate("window.__pwned") is None

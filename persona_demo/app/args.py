@@ -10,6 +10,7 @@ import math
 import re
 from typing import Any
 
+from ..engine.generation import GenerationOptions
 from ..errors import PersonaDemoError
 
 SQLITE_MAX_ID = 2**63 - 1
@@ -20,12 +21,15 @@ TEMPERATURE = (0.05, 2.0)
 TOP_P = (0.05, 1.0)
 REPETITION_PENALTY = (1.0, 2.0)
 NO_REPEAT_NGRAM = (0, 16)
+PERSONA_GUIDANCE = (0.0, 5.0)
 
 REPLY_REPETITION_PENALTY = 1.15
 """The studio's default: a 135M model left alone loops ("I'm going to the beach with my family" x3)."""
 REPLY_NO_REPEAT_NGRAM = 3
 """The studio's default: no 3 tokens twice in one reply."""
 REPLY_TOP_P = 0.9
+REPLY_PERSONA_GUIDANCE = 2.0
+"""Chat and free prompts: amplify what the persona changes in each next-token distribution (0 = off)."""
 
 
 def row_id(value: Any, what: str = "persona") -> int | None:
@@ -92,3 +96,14 @@ def file_path(value: Any, what: str) -> str | None:
 def _show(value: Any) -> str:
     shown = repr(value)
     return shown if len(shown) <= 40 else shown[:37] + "..."
+
+
+def reply_defaults(max_new_tokens: int) -> GenerationOptions:
+    """The page's default decoding for chat and free prompts (greedy), for scripts that reproduce the page."""
+    return GenerationOptions(
+        max_new_tokens=max_new_tokens,
+        top_p=REPLY_TOP_P,
+        repetition_penalty=REPLY_REPETITION_PENALTY,
+        no_repeat_ngram_size=REPLY_NO_REPEAT_NGRAM,
+        persona_guidance=REPLY_PERSONA_GUIDANCE,
+    )

@@ -6,6 +6,7 @@ without a browser. Errors a person caused raise `PersonaDemoError` with a messag
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -316,7 +317,9 @@ class StudioService:
         if task_key == FREE_TASK.key:
             turn = [{"role": "user", "content": user_input.strip()}]
             prompt = self.persona_prompt(texts, turn, user_input.strip(), parts.retrieved_texts)
-        elif k and loaded.task.lamp_task and parts.retrieved_texts:  # hybrid plug: + top-k items as text
+        else:  # guidance is for open-ended writing; a task plug answers in its trained format
+            options = dataclasses.replace(options, persona_guidance=0.0)
+        if k and loaded.task.lamp_task and parts.retrieved_texts:  # hybrid plug: + top-k items as text
             items = self.history(persona_id)
             prompt = hybrid_prompt(loaded.task.lamp_task, plain_prompt, user_input.strip(), items, k)
         last = None
@@ -396,9 +399,8 @@ class StudioService:
         parts = parts or PersonaParts()
         texts = self._persona_texts(persona_id)
         turn = {"role": "user", "content": message.strip()}
-        persona_msgs = self.persona_prompt(
-            texts, [*_clean_chat(persona_chat), turn], message.strip(), parts.retrieved_texts
-        )
+        persona_thread = [*_clean_chat(persona_chat), turn]
+        persona_msgs = self.persona_prompt(texts, persona_thread, message.strip(), parts.retrieved_texts)
         plain_msgs = [*_clean_chat(plain_chat), turn]
         with torch.no_grad():
             for result in self.engine.stream_compare(
@@ -409,6 +411,7 @@ class StudioService:
                 query=message.strip(),
                 plain_prompt=plain_msgs,
                 soft_tokens=parts.soft_tokens,
+                reference_prompt=persona_thread,
             ):
                 yield result.with_plug, result.without_plug
 

@@ -106,6 +106,7 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
         top_p: float = arg.REPLY_TOP_P,
         repetition_penalty: float = arg.REPLY_REPETITION_PENALTY,
         no_repeat: float = arg.REPLY_NO_REPEAT_NGRAM,
+        guidance: float = arg.REPLY_PERSONA_GUIDANCE,
     ) -> GenerationOptions:
         return GenerationOptions(
             max_new_tokens=int(arg.number(max_new, "max new tokens", arg.MAX_NEW_TOKENS, integer=True)),
@@ -116,6 +117,7 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
             no_repeat_ngram_size=int(
                 arg.number(no_repeat, "no-repeat n-gram", arg.NO_REPEAT_NGRAM, integer=True)
             ),
+            persona_guidance=arg.number(guidance, "persona guidance", arg.PERSONA_GUIDANCE),
         )
 
     def parts(soft_tokens: bool, retrieved_texts: bool) -> PersonaParts:
@@ -265,10 +267,11 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
         no_repeat=arg.REPLY_NO_REPEAT_NGRAM,
         soft_tokens=True,
         own_texts=True,
+        guidance=arg.REPLY_PERSONA_GUIDANCE,
     ):
         current, task_key = arg.row_id(current), arg.text(task_key, "task")
         user_input = arg.text(user_input, "input")
-        opts = options(max_new, sample, temperature, top_p, repetition_penalty, no_repeat)
+        opts = options(max_new, sample, temperature, top_p, repetition_penalty, no_repeat, guidance)
         persona_parts = parts(soft_tokens, own_texts)
         strength = arg.number(strength, "persona strength", arg.STRENGTH)
         result = texts = None
@@ -293,10 +296,11 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
         no_repeat=arg.REPLY_NO_REPEAT_NGRAM,
         soft_tokens=True,
         own_texts=True,
+        guidance=arg.REPLY_PERSONA_GUIDANCE,
     ):
         """Settings after `temperature` came later: API calls that send only the first seven get defaults."""
         current, message = arg.row_id(current), arg.text(message, "message")
-        opts = options(max_new, sample, temperature, top_p, repetition_penalty, no_repeat)
+        opts = options(max_new, sample, temperature, top_p, repetition_penalty, no_repeat, guidance)
         persona_parts = parts(soft_tokens, own_texts)
         strength = arg.number(strength, "persona strength", arg.STRENGTH)
         persona_chat = list(arg.chat_history(persona_chat))
@@ -426,6 +430,12 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
                         step=1,
                         label="no repeated n-grams of this size (0 = off)",
                     )
+                    guidance = gr.Slider(
+                        *arg.PERSONA_GUIDANCE,
+                        value=arg.REPLY_PERSONA_GUIDANCE,
+                        step=0.25,
+                        label="persona guidance, chat and free prompt (0 = off)",
+                    )
                     use_soft = gr.Checkbox(
                         value=True, label="persona: plug's soft tokens", elem_id="use-soft"
                     )
@@ -476,7 +486,7 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
         method.change(bump, map_tick, map_tick, api_visibility="private")
         with_items.change(bump, map_tick, map_tick, api_visibility="private")
 
-        extra_inputs = [top_p, repetition_penalty, no_repeat, use_soft, use_texts]
+        extra_inputs = [top_p, repetition_penalty, no_repeat, use_soft, use_texts, guidance]
         """New settings go last, so API calls written for the first seven arguments keep working."""
         generate_btn.click(
             compare,

@@ -176,12 +176,15 @@ class PersonaEngine:
         plug: PersonaPlug | None = None,
         plain_prompt: Prompt | None = None,
         soft_tokens: bool = True,
+        reference_prompt: Prompt | None = None,
     ) -> tuple[Row, Row, list[float]]:
         """(plugged row, plain row, attention weights) for one prompt and persona.
 
         `plain_prompt` lets the unpersonalized row follow its own conversation (chat side by side).
         `soft_tokens=False` leaves the plug's tokens out of the first row (its prompt alone: a user switching
         the plug off to see what the retrieved texts do by themselves); the weights are still computed.
+        `reference_prompt`: the plugged request without the persona, for persona guidance (default: the
+        plain row's prompt; a chat passes the persona's own thread without the persona context).
         """
         clean = validate_history(history)
         ids = self.llm.prompt_ids(prompt)
@@ -189,6 +192,9 @@ class PersonaEngine:
         with torch.no_grad():
             out = self.plug_output([query or prompt_text(prompt)], [clean], strength, plug=plug)
         plugged = Row(ids, out.soft_tokens[0], out.soft_mask[0]) if soft_tokens else Row(ids)
+        plugged.reference_ids = (
+            plain_ids if reference_prompt is None else self.llm.prompt_ids(reference_prompt)
+        )
         return plugged, Row(plain_ids), out.weights[0, : len(clean)].tolist()
 
     def compare(
@@ -215,6 +221,7 @@ class PersonaEngine:
         plug: PersonaPlug | None = None,
         plain_prompt: Prompt | None = None,
         soft_tokens: bool = True,
+        reference_prompt: Prompt | None = None,
     ) -> Iterator[Comparison]:
         """`compare`, yielding both texts after every generated token."""
         started = time.perf_counter()
