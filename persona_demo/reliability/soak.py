@@ -207,7 +207,7 @@ class SimulatedUser:
     def chat(self) -> None:
         if not self.ledger.items:
             return self.add_text()
-        _, persona_chat, _plain = self.call(
+        _, persona_chat, *_ = self.call(
             "chat", "What did you do today?", self.chat_thread[-4:], [], self.config.max_new_tokens,
             1.0, False, 0.7,
         )  # fmt: skip
