@@ -1,4 +1,4 @@
-"""The collapse detector (issue 11's cosine target) against hand-computed cosines."""
+"""The collapse detector (the cosine target) against hand-computed cosines."""
 
 from __future__ import annotations
 

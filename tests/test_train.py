@@ -330,7 +330,7 @@ def test_centred_training_starts_at_the_training_mean_and_logs_both_cosines(engi
 
 def test_diversity_penalty_is_the_cosine_excess_and_pushes_users_apart(engine, tmp_path):
     """--diversity: relu(mean cross-user cosine of P_u − target); zero below the target, and a gradient step
-    on it lowers the cosine (the collapse target of issue 11)."""
+    on it lowers the cosine (the collapse target)."""
     from persona_demo.experiments.collapse import mean_cross_user_cosine
     from persona_demo.experiments.train import PlugTrainer
 

@@ -1,4 +1,4 @@
-"""Collapse detector: how far apart different users' persona tokens are (issue 11's cosine target).
+"""Collapse detector: how far apart different users' persona tokens are (the cosine target).
 
 Cosine near 1 between users means a position is one more task token, the same for everyone. Training logs
 it on its dev sample; `evaluate --metric nll` reports it on the whole split, for P_u and each item token.

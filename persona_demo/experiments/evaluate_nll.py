@@ -89,7 +89,7 @@ def evaluate_nll(
         seed=seed,
         max_target_tokens=max_target_tokens,
     )
-    if method.startswith("pplug"):  # the collapse detector on the whole split (issue 11's cosine target)
+    if method.startswith("pplug"):  # the collapse detector on the whole split (the cosine target)
         queries, histories = [it.query for it in items], [it.history for it in items]
         report |= split_persona_cosines(engine, queries, histories, [it.user for it in items])
     report = {

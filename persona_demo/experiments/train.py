@@ -5,7 +5,7 @@ warmup/decay, gradient accumulation, the official code's history-dropout augment
 with probability 10/11 an example loses int(n·U(0, 0.5)) + 1 of its items, as the ×10 copies + original do),
 periodic dev NLL, best checkpoint kept, seeded.
 
-Optional contrastive term (issue 11): the paper's loss alone lets P_u become a task token that any user's history
+Optional contrastive term : the paper's loss alone lets P_u become a task token that any user's history
 produces. With `contrastive > 0`, each target must also be likelier under its user's own history than under
 another user's (a fixed seeded derangement) by `contrastive_margin` nats/token, or pay the shortfall.
 """
@@ -68,7 +68,7 @@ class TrainConfig:
     """Learning rate of the learned attention's parameters (0 = `lr`)."""
     diversity: float = 0.0
     """Weight of relu(mean cross-user cosine of P_u − `diversity_target`): pushes different users' persona
-    tokens apart (issue 11's collapse target) where the LLM loss alone pulls them into one task direction."""
+    tokens apart (the collapse target) where the LLM loss alone pulls them into one task direction."""
     diversity_target: float = 0.9
     """The cosine below which the diversity term is zero."""
     query_encoder_lr: float = 1e-4
