@@ -25,9 +25,9 @@ def add_bench_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_bench_command(args: argparse.Namespace) -> int:
+    from .bench.bench import BenchConfig, run_bench, table
     from .engine.engine import PersonaEngine
     from .errors import PersonaDemoError
-    from .experiments.bench import BenchConfig, run_bench, table
 
     if args.repeats < 0:
         raise PersonaDemoError("--repeats must be positive")

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 from .cli_generate import add_settings_arguments, disk_embedding_cache, resolve_plug_path, settings_from_args
-from .data.lamp import SPLITS
 from .errors import PersonaDemoError
+from .tasks.lamp import SPLITS
 from .tasks.persona_prompt import DEFAULT_PROMPT
 
 
@@ -22,8 +22,22 @@ def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
         "--split",
         choices=SPLITS,
         default="dev",
-        help="train: the questions a plug was trained on (a fit check), or the model-free rating baselines on "
-        "~5x the users of dev",
+        help="LaMP: dev/test hold the authors a plug trains on, heldout the dev and test questions of the "
+        "authors kept out of training (people the plug never saw); train: the questions a plug was trained on "
+        "(a fit check), or the model-free rating baselines on ~5x the users of dev",
+    )
+    parser.add_argument(
+        "--all-authors",
+        action="store_true",
+        help="LaMP dev/test: score every author's questions, the held-out ones too (for a plug trained with "
+        "`train --all-authors`)",
+    )
+    parser.add_argument(
+        "--profile",
+        choices=["as-stored", "free-text"],
+        default="as-stored",
+        help="free-text: read every history without titles or scores, as the studio holds a typed or "
+        "uploaded persona",
     )
     parser.add_argument(
         "--task",
@@ -99,11 +113,25 @@ def run_evaluate(args: argparse.Namespace) -> int:
         )
     if args.record and args.split == "train":
         raise PersonaDemoError("--record stores held-out scores: use --split dev or test, not train")
+    if args.record and args.profile != "as-stored":
+        raise PersonaDemoError("--record stores the figures on the data as stored: leave out --profile")
     if args.metric == "nll" and dist.num_processes > 1:
         raise PersonaDemoError("--metric nll runs in one process: start it without `accelerate launch`")
     engine = PersonaEngine.from_settings(settings, plug_path=plug, cache=disk_embedding_cache(settings))
+    if args.split == "heldout" and plug is not None and engine.plug_metadata.saw_every_author:
+        raise PersonaDemoError(
+            f"{plug.name} was trained on every author, so the held-out authors are not unseen for it; "
+            "evaluate it on --split dev or test, or retrain it without --all-authors"
+        )
     k = args.k if args.k is not None else default_k(engine, args.method)
-    common = {"k": k, "limit": args.limit, "batch_size": args.batch_size, "seed": args.seed}
+    common = {
+        "k": k,
+        "limit": args.limit,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "free_text": args.profile == "free-text",
+        "all_authors": args.all_authors,
+    }
     if args.metric == "nll":
         metrics = evaluate_nll(
             engine, args.data, args.split, args.method, args.out, shuffles=args.shuffles, **common

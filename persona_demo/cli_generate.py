@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .config import Settings
+from .engine.checkpoint import resolve_plug_path
 from .errors import PersonaDemoError
 
 
@@ -66,20 +67,6 @@ def add_generate_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help='print {"with_plug": ..., "without_plug": ...}')
     add_settings_arguments(parser)
     parser.set_defaults(func=run_generate)
-
-
-def resolve_plug_path(plug: str | None, settings: Settings) -> Path | None:
-    """A file path, or a task name looked up as assets/plugs/<name>.safetensors."""
-    if plug is None:
-        return None
-    candidate = Path(plug)
-    if candidate.suffix == ".safetensors" or candidate.exists():
-        return candidate
-    named = settings.plugs_dir / f"{plug}.safetensors"
-    if named.is_file():
-        return named
-    available = sorted(p.stem for p in settings.plugs_dir.glob("*.safetensors"))
-    raise PersonaDemoError(f"No plug named {plug!r}; available: {', '.join(available) or 'none'}.")
 
 
 def run_generate(args: argparse.Namespace) -> int:

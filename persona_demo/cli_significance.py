@@ -10,14 +10,17 @@ import argparse
 import json
 from pathlib import Path
 
-from .data.lamp import SPLITS
 from .errors import PersonaDemoError
+from .tasks.lamp import SPLITS
 
 
 def add_significance_command(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("significance", help="paired bootstrap CI between two evaluate runs")
     parser.add_argument("--data", type=Path, required=True, help="the LaMP folder both runs used")
     parser.add_argument("--split", choices=SPLITS, default="dev")
+    parser.add_argument(
+        "--all-authors", action="store_true", help="dev/test: every author, as `evaluate --all-authors`"
+    )
     parser.add_argument("run_a", type=Path, help="evaluate --out folder of method A")
     parser.add_argument("run_b", type=Path, help="evaluate --out folder of method B (the baseline)")
     parser.add_argument("--resamples", type=int, default=2000)
@@ -36,11 +39,13 @@ def read_predictions(run: Path) -> dict[str, str]:
         raise PersonaDemoError(f"{path} is not a LaMP predictions file ({exc})") from None
 
 
-def significance(data: Path, split: str, run_a: Path, run_b: Path, resamples: int, seed: int) -> dict:
-    from .data.lamp import load_split
+def significance(
+    data: Path, split: str, run_a: Path, run_b: Path, resamples: int, seed: int, all_authors: bool = False
+) -> dict:
     from .experiments.metrics import paired_bootstrap, per_example_scores
+    from .tasks.lamp import user_split
 
-    dataset = load_split(data, split)
+    dataset = user_split(data, split, all_authors)
     preds_a, preds_b = read_predictions(run_a), read_predictions(run_b)
     common = [e for e in dataset.examples if e.target is not None and e.id in preds_a and e.id in preds_b]
     if not common:
@@ -57,5 +62,11 @@ def significance(data: Path, split: str, run_a: Path, run_b: Path, resamples: in
 
 
 def run_significance(args: argparse.Namespace) -> int:
-    print(json.dumps(significance(args.data, args.split, args.run_a, args.run_b, args.resamples, args.seed)))
+    print(
+        json.dumps(
+            significance(
+                args.data, args.split, args.run_a, args.run_b, args.resamples, args.seed, args.all_authors
+            )
+        )
+    )
     return 0

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .cli_generate import add_settings_arguments, disk_embedding_cache, settings_from_args
 from .errors import PersonaDemoError
+from .experiments.train_config import TrainConfig, add_config_flags, config_from_args
 
 
 def add_train_command(subparsers: argparse._SubParsersAction) -> None:
@@ -21,15 +22,7 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> None:
         help="LaMP folder with train_questions.json ..., or a per-user .jsonl(.gz) file (persona voice)",
     )
     parser.add_argument("--out", type=Path, required=True, help="output plug (.safetensors)")
-    parser.add_argument("--epochs", type=float, default=1.0)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--grad-accum", type=int, default=1)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--max-steps", type=int, default=0, help="stop after N optimizer steps (0 = epochs)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--limit", type=int, default=0, help="use the first N training examples (0 = all)")
-    parser.add_argument("--eval-every", type=int, default=50, help="dev evaluation every N steps")
-    parser.add_argument("--eval-limit", type=int, default=64, help="dev examples per evaluation")
+    add_config_flags(parser)  # --epochs, --lr, --retrieval-k ...: one per TrainConfig setting
     parser.add_argument("--tau", type=float, default=1.0, help="aggregator temperature (1 = the paper)")
     parser.add_argument("--aggregation", choices=["attention", "mean"], default="attention")
     parser.add_argument(
@@ -58,61 +51,16 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> None:
         "between users, smaller values keep part of what they share, which the frozen LLM reads better",
     )
     parser.add_argument(
-        "--attention-lr",
-        type=float,
-        default=0.0,
-        help="learning rate of the learned attention (0 = --lr); it needs a larger one to move in an epoch",
-    )
-    parser.add_argument(
-        "--retrieval-k",
-        type=int,
-        default=0,
-        help="train for the pplug+bm25 prompt: the top-k BM25 items of the user's history as text (0 = none)",
-    )
-    parser.add_argument(
-        "--retrieval-share",
-        type=float,
-        default=1.0,
-        help="with --retrieval-k: the share of training examples that carry the retrieved text (the rest keep "
-        "the plain prompt, so one plug serves both pplug and pplug+bm25)",
-    )
-    parser.add_argument(
-        "--contrastive",
-        type=float,
-        default=0.0,
-        help="weight of a hinge that makes the gold likelier under the user's own history than under "
-        "another user's (0 = the paper's loss alone); doubles the forward passes per step",
-    )
-    parser.add_argument(
-        "--contrastive-margin",
-        type=float,
-        default=0.1,
-        help="nats per target token by which the own history must beat another user's",
-    )
-    parser.add_argument(
-        "--diversity",
-        type=float,
-        default=0.0,
-        help="weight of a penalty on the mean cosine between different users' persona tokens above "
-        "--diversity-target (0 = off); the LLM loss alone makes P_u one task token shared by everyone",
-    )
-    parser.add_argument(
-        "--diversity-target",
-        type=float,
-        default=0.9,
-        help="the cross-user cosine of P_u below which the diversity penalty is zero",
+        "--all-authors",
+        action="store_true",
+        help="LaMP data: train on every author, including the held-out ones (then `evaluate --split heldout` "
+        "no longer measures people the plug never saw)",
     )
     parser.add_argument(
         "--train-query-encoder",
         action="store_true",
         help="train a copy of the input encoder, as the paper does (it starts as the frozen history encoder; "
         "the history vectors stay frozen). The plug then carries the copy: ~90 MB instead of ~4 MB",
-    )
-    parser.add_argument(
-        "--query-encoder-lr",
-        type=float,
-        default=None,
-        help="with --train-query-encoder: its learning rate (default 1e-4, the paper's)",
     )
     parser.add_argument(
         "--init",
@@ -132,30 +80,12 @@ def run_train(args: argparse.Namespace) -> int:
     from .engine.checkpoint import copy_plug_weights, untrained_plug
     from .engine.engine import PersonaEngine
     from .experiments import distributed
-    from .experiments.train import PlugTrainer, TrainConfig, TrainingInterrupted, train_plug
+    from .experiments.train import PlugTrainer, TrainingInterrupted, train_plug
 
     if args.out.suffix != ".safetensors":
         raise PersonaDemoError("--out must end in .safetensors")
-    config = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        grad_accum=args.grad_accum,
-        lr=args.lr,
-        max_steps=args.max_steps,
-        seed=args.seed,
-        limit=args.limit,
-        eval_every=args.eval_every,
-        eval_limit=args.eval_limit,
-        retrieval_k=args.retrieval_k,
-        retrieval_share=args.retrieval_share,
-        contrastive=args.contrastive,
-        contrastive_margin=args.contrastive_margin,
-        attention_lr=args.attention_lr,
-        diversity=args.diversity,
-        diversity_target=args.diversity_target,
-        **({"query_encoder_lr": args.query_encoder_lr} if args.query_encoder_lr is not None else {}),
-    ).validated()
-    if args.query_encoder_lr is not None and not args.train_query_encoder:
+    config = config_from_args(args, user_holdout=not args.all_authors)
+    if config.query_encoder_lr != TrainConfig.query_encoder_lr and not args.train_query_encoder:
         raise PersonaDemoError(
             "--query-encoder-lr needs --train-query-encoder (there is no encoder to train)"
         )

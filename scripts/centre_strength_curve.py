@@ -17,11 +17,11 @@ from pathlib import Path
 
 from persona_demo.cli_generate import disk_embedding_cache
 from persona_demo.config import Settings
-from persona_demo.data.lamp import load_split
 from persona_demo.engine.checkpoint import copy_plug_weights, untrained_plug
 from persona_demo.engine.engine import PersonaEngine
-from persona_demo.experiments.nll import prompt_fit
 from persona_demo.experiments.train import PlugTrainer, TrainConfig, to_examples
+from persona_demo.tasks.lamp import load_split
+from persona_demo.tasks.nll import prompt_fit
 
 
 def main(plug_path: Path, data: Path, betas: list[float], k: int) -> None:

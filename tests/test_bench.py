@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from persona_demo.experiments.bench import (
+from persona_demo.bench.bench import (
     ENCODE_NAIVE_SIZE,
     GENERATION_PAIRS_MIN,
     TARGETS,

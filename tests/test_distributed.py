@@ -95,8 +95,8 @@ def test_launch_detection():
 
 def test_sharded_loss_gives_the_whole_batch_gradient(engine, tmp_path):
     """Σ over processes of ∇(nll_r · W / global tokens), averaged as DDP does, = ∇ of the 1-process loss."""
-    from persona_demo.data.lamp import load_split
     from persona_demo.experiments.train import PlugTrainer, TrainConfig, to_examples
+    from persona_demo.tasks.lamp import load_split
 
     write_lamp4(tmp_path)
     batch = to_examples(load_split(tmp_path, "train"))

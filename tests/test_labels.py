@@ -11,8 +11,8 @@ import torch
 from persona_demo.engine.generation import Row
 from persona_demo.errors import PersonaDemoError
 from persona_demo.experiments.evaluate import evaluate
-from persona_demo.experiments.labels import choose_label, label_log_probs
-from persona_demo.experiments.nll import scoring_row
+from persona_demo.tasks.labels import choose_label, label_log_probs
+from persona_demo.tasks.nll import scoring_row
 from tests.test_evaluate import write_lamp3
 from tests.test_train import write_lamp4
 

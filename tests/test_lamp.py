@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from persona_demo.data.lamp import (
+from persona_demo.errors import PersonaDemoError
+from persona_demo.tasks.lamp import (
     LAMP2_TAGS,
     TASKS,
     LampDataset,
@@ -21,7 +22,6 @@ from persona_demo.data.lamp import (
     task_from_name,
     write_predictions,
 )
-from persona_demo.errors import PersonaDemoError
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 
-from persona_demo.data.lamp import LAMP2_TAGS
 from persona_demo.errors import PersonaDemoError
 from persona_demo.experiments.metrics import (
     classification_metrics,
@@ -23,6 +22,7 @@ from persona_demo.experiments.metrics import (
     rouge_metrics,
     rouge_per_example,
 )
+from persona_demo.tasks.lamp import LAMP2_TAGS
 
 LABELS = ["[1]", "[2]"]
 

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from persona_demo.data.lamp import LAMP2_TAGS, LampExample, extract_query
 from persona_demo.errors import PersonaDemoError
-from persona_demo.experiments.retrieval import (
+from persona_demo.tasks.lamp import LAMP2_TAGS, LampExample, extract_query
+from persona_demo.tasks.retrieval import (
     bm25_query,
     bm25_scores,
     build_rag_prompt,
@@ -188,7 +188,7 @@ def test_rag_prompt_token_budget_cuts_whole_words() -> None:
 def test_prompt_builder_fits_only_prompts_over_the_limit_and_keeps_the_question() -> None:
     """`fit`: a prompt the row would cut is rebuilt with LaMP's budget (the question stays whole); a prompt
     within the limit is the unbudgeted one, exactly (plugs trained on it read the same text)."""
-    from persona_demo.experiments.retrieval import rag_prompt_builder
+    from persona_demo.tasks.retrieval import rag_prompt_builder
 
     def words(s: str) -> int:
         return len(s.split())

@@ -127,7 +127,10 @@ def test_add_items_keeps_order_and_counts_duplicates_empties_and_truncation(tmp_
             "Added 4 items.",
             "Skipped 1 duplicate (already in the history).",
             "Skipped 1 empty item.",
-            "Shortened 1 item to at most 20 characters.",
+            (
+                "Shortened 1 item to the first 20 characters (the rest was not kept: split a long text into "
+                "several items to keep all of it)."
+            ),
         ]
         again = store.add_items(pid, ["a", "d"])
         assert (again.added, again.skipped_duplicates) == (1, 1)

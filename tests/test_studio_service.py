@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
 import pytest
 
 from persona_demo.app.service import StudioService
-from persona_demo.app.space import attention_figure, pca_2d, space_figure
+from persona_demo.app.space import MapLayouts, attention_figure, map_csv, pca_2d, space_figure
 from persona_demo.app.tasks import FREE_PROMPT, VOICE_PLUG, shipped_tasks
 from persona_demo.engine.checkpoint import new_plug_metadata, save_plug
 from persona_demo.engine.generation import GenerationOptions
@@ -32,23 +33,37 @@ def test_free_prompt_and_chat_default_to_the_persona_voice_plug(engine, studio_s
     """With a persona-voice plug among the shipped ones, it drives free prompts and chat, and is no task."""
     plugs = tmp_path / "plugs"
     plugs.mkdir()
-    intervals = {"huffpost_headline": [-0.01, 0.2], VOICE_PLUG: [0.05, 0.2]}
-    for name, interval in intervals.items():
+    shares = {
+        "huffpost_headline": {"heldout_personal_share": 0.125, "heldout_personal_share_ci": [-0.01, 0.2]},
+        "acl_title": {"dev_personal_share": 0.125, "dev_personal_share_ci": [0.05, 0.2]},
+        VOICE_PLUG: {"dev_personal_share": 0.125, "dev_personal_share_ci": [0.05, 0.2]},
+    }
+    for name, share in shares.items():
         metadata = new_plug_metadata(engine.plug, engine.loaded_llm.model_id, engine.encoder.encoder_id)
         metadata.task = name
-        metadata.metrics = {"dev_ppl": 41.5, "dev_personal_share": 0.125, "dev_personal_share_ci": interval}
+        metadata.metrics = {"dev_ppl": 41.5, **share}
         save_plug(plugs / f"{name}.safetensors", engine.plug, metadata)
     service = StudioService(engine, studio_store, plugs)
-    assert [key for _, key in service.task_choices()] == ["huffpost_headline", FREE_PROMPT]
+    assert [key for _, key in service.task_choices()] == ["huffpost_headline", "acl_title", FREE_PROMPT]
     assert service.task(FREE_PROMPT).metadata.task == VOICE_PLUG
     assert engine.plug_metadata.task == VOICE_PLUG  # chat uses the engine's plug
     described = service.describe()
-    assert (
-        "persona_voice [plug + the persona's 3 most fitting texts] (dev ppl 41.5, personal share 12% [5%, 20%])"
-        in described
+    assert (  # the voice file's dev bloggers are never trained on
+        "persona_voice [plug + the persona's 3 most fitting texts] (dev ppl 41.5, "
+        "personal share on unseen people 12% [5%, 20%])" in described
     )
-    # an interval that reaches zero is not called personal
+    # an interval on the held-out authors that reaches zero is not called personal
     assert "huffpost_headline (dev ppl 41.5, not shown to be personal: adapts to the task)" in described
+    # nor is a dev figure for authors the plug was trained on
+    assert "acl_title (dev ppl 41.5, not shown to be personal: never measured on people it did not see)" in (
+        described
+    )
+    # the same verdicts in plain words, for a first visit
+    plain = service.plain_status()
+    assert "12% of what the plug adds is personal" in service.task_note(FREE_PROMPT)
+    assert "not shown to be personal" in service.task_note("huffpost_headline")
+    assert "not measured on people it never saw" in service.task_note("acl_title")
+    assert plain.count("\n- **") == 3 and "frozen" in plain
 
 
 def test_adding_a_text_encodes_only_that_text(studio_service):
@@ -186,6 +201,55 @@ def test_figures_escape_user_text(studio_service):
     assert "<script>" not in dumped and "<img" not in dumped
     assert "this persona" in dumped and "previous position" in dumped
     assert "<script>" not in attention_figure([(0.7, HOSTILE)]).to_json()
+
+
+@pytest.mark.parametrize("method", ["pca", "umap"])
+def test_the_map_holds_still_while_one_persona_changes(method):
+    """An edit moves only the edited persona; its previous position lands where it was drawn; a big change of
+    population refits, rotated onto the old layout (the personas that stay keep roughly their places)."""
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(12, 16))
+    ids = list(range(12))
+    layouts = MapLayouts()
+    before, _ = layouts.place(method, ids, vectors, np.zeros((0, 16)))
+    edited = vectors.copy()
+    edited[3] += rng.normal(size=16)
+    after, previous = layouts.place(method, ids, edited, vectors[3:4])
+    others = [i for i in ids if i != 3]
+    np.testing.assert_allclose(after[others], before[others])
+    assert not np.allclose(after[3], before[3])
+    if method == "pca":  # a linear map: the old vector is placed exactly where it was drawn
+        np.testing.assert_allclose(previous[0], before[3], atol=1e-9)
+    grown = np.vstack([vectors, rng.normal(size=(6, 16))])  # +50%: refit, aligned to the old layout
+    refit, _ = layouts.place(method, list(range(18)), grown, np.zeros((0, 16)))
+    spread = np.linalg.norm(before - before.mean(0), axis=1).mean()
+    if method == "pca":
+        assert np.linalg.norm(refit[:12] - before, axis=1).mean() < spread
+
+
+def test_the_map_names_its_points_and_counts_empty_personas(studio_service, tmp_path):
+    empty = studio_service.create_persona("Nobody yet")
+    data = studio_service.space()
+    fig = space_figure(data, "pca", current_id=data.ids[0])
+    names = [t for trace in fig.data for t in (trace.text or [])]
+    assert len(names) == len(data.ids) and any(data.names[0].split(",")[0] in n for n in names)
+    assert data.without_items >= 1 and "without items not shown" in fig.layout.title.text
+    star = next(trace for trace in fig.data if trace.name == "this persona")
+    assert "nearest (cosine, full space)" in star.hovertext[0] and data.names[1].split(",")[0] in str(
+        fig.data
+    )
+    layouts = MapLayouts()
+    shown = space_figure(data, "pca", layouts=layouts)
+    rows = list(csv.reader(map_csv(data, "pca", layouts, tmp_path / "map.csv").open(encoding="utf-8")))
+    assert rows[0][:4] == ["persona_id", "name", "x", "y"] and len(rows) == len(data.ids) + 1
+    assert float(rows[1][2]) == pytest.approx(shown.data[0].x[0], abs=1e-4)  # the layout the page shows
+    # plug space: what the LLM receives, one P_u per persona for this input
+    plug_space = studio_service.space(plug_query="Write a post.")
+    assert plug_space.ids == data.ids
+    assert plug_space.vectors.shape == (len(data.ids), studio_service.engine.plug.config.llm_dim)
+    fig = space_figure(plug_space, "pca", space="plug (P_u)")
+    assert "plug (P_u)" in fig.layout.title.text
+    studio_service.delete_persona(empty)
 
 
 def test_umap_map_of_the_seed_personas(studio_service):

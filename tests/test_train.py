@@ -134,8 +134,8 @@ def test_resume_needs_a_matching_state(engine, tmp_path):
 
 
 def _splits(folder):
-    from persona_demo.data.lamp import load_split
     from persona_demo.experiments.train import to_examples
+    from persona_demo.tasks.lamp import load_split
 
     return to_examples(load_split(folder, "train")), to_examples(load_split(folder, "dev"))
 
@@ -186,9 +186,9 @@ def test_train_cli_starts_from_a_shipped_plug_with_more_persona_tokens(tmp_path,
 
 def test_retrieval_k_trains_on_the_hybrid_prompt(tmp_path):
     """--retrieval-k 1: the training prompt is pplug+bm25's (own top item as text, then the input)."""
-    from persona_demo.data.lamp import load_split
-    from persona_demo.experiments.retrieval import build_rag_prompt
     from persona_demo.experiments.train import to_examples
+    from persona_demo.tasks.lamp import load_split
+    from persona_demo.tasks.retrieval import build_rag_prompt
 
     write_lamp4(tmp_path)
     dataset = load_split(tmp_path, "train")
@@ -205,8 +205,8 @@ def test_retrieval_k_trains_on_the_hybrid_prompt(tmp_path):
 def test_retrieval_share_mixes_plain_and_hybrid_prompts_with_matching_negatives(tmp_path):
     """--retrieval-share 0.5: a seeded half of the prompts carry retrieved text, the rest are plain; each
     example's negative is built like its own prompt, so the contrast is only ever between histories."""
-    from persona_demo.data.lamp import load_split
     from persona_demo.experiments.train import to_examples
+    from persona_demo.tasks.lamp import load_split
 
     write_lamp4(tmp_path, n=8)
     dataset = load_split(tmp_path, "train")
@@ -227,8 +227,8 @@ def test_retrieval_share_mixes_plain_and_hybrid_prompts_with_matching_negatives(
 def test_contrastive_negatives_are_another_users_history_and_items(tmp_path):
     """--contrastive: each example's negative is another user's history; with retrieval, that user's items
     ranked against this example's own question (never its own items, never another question)."""
-    from persona_demo.data.lamp import load_split
     from persona_demo.experiments.train import to_examples
+    from persona_demo.tasks.lamp import load_split
 
     write_lamp4(tmp_path)
     dataset = load_split(tmp_path, "train")
@@ -246,8 +246,8 @@ def test_contrastive_term_penalises_only_a_shortfall_and_has_gradients(engine, t
     """The hinge is relu(margin − (NLL_shuffled − NLL_own)) per example: 0 when own beats shuffled by the
     margin, and otherwise it moves the plug (the term reaches the plug's parameters)."""
 
-    from persona_demo.data.lamp import load_split
     from persona_demo.experiments.train import PlugTrainer, to_examples
+    from persona_demo.tasks.lamp import load_split
 
     write_lamp4(tmp_path)
     _fresh_plug(engine)

@@ -21,7 +21,8 @@ from persona_demo.data.voice import (
 )
 from persona_demo.engine.checkpoint import read_metadata
 from persona_demo.errors import PersonaDemoError
-from persona_demo.experiments.nll import (
+from persona_demo.experiments.train import TrainConfig, train_plug
+from persona_demo.tasks.nll import (
     ScoringItem,
     derangement,
     nll_report,
@@ -31,7 +32,6 @@ from persona_demo.experiments.nll import (
     share,
     user_bootstrap,
 )
-from persona_demo.experiments.train import TrainConfig, train_plug
 from persona_demo.tasks.persona_prompt import CONTENT_FREE_INSTRUCTIONS
 
 HOBBIES = ["cycling", "baking", "chess", "sailing", "gardening", "jazz"]

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..data.ingest import HistoryItem
-from ..data.lamp import LampExample, get_task
-from ..experiments.retrieval import build_rag_prompt
+from ..tasks.lamp import LampExample, get_task
+from ..tasks.retrieval import build_rag_prompt
 
 
 def lamp_profile(items: Sequence[HistoryItem]) -> list[dict[str, Any]]:
@@ -24,6 +24,12 @@ def lamp_profile(items: Sequence[HistoryItem]) -> list[dict[str, Any]]:
         entry["score"] = "" if item.score is None else str(item.score)
         profile.append(entry)
     return profile
+
+
+def persona_history_texts(lamp_task: int, items: Sequence[HistoryItem]) -> list[str]:
+    """What a task plug reads from a persona: each item joined with its title as training joined it (LaMP-4:
+    text + title), or its text alone when it has none (typed and uploaded items)."""
+    return get_task(lamp_task).history_texts(lamp_profile(items))
 
 
 def hybrid_prompt(lamp_task: int, prompt: str, user_input: str, items: Sequence[HistoryItem], k: int) -> str:

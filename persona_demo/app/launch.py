@@ -93,10 +93,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..cli_generate import resolve_plug_path
     from ..config import Settings
     from ..data.seed import ensure_seed_personas
     from ..data.store import PersonaStore
+    from ..engine.checkpoint import resolve_plug_path
     from ..engine.engine import PersonaEngine
     from ..errors import PersonaDemoError
     from .space import warm_umap

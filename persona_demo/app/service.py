@@ -24,7 +24,7 @@ from ..engine.engine import Comparison, PersonaEngine
 from ..engine.generation import GenerationOptions
 from ..engine.plug import PersonaPlug
 from ..errors import PersonaDemoError
-from ..experiments.labels import choose_label, label_log_probs
+from ..tasks.labels import choose_label, label_log_probs
 from ..tasks.persona_prompt import (
     DEFAULT_PROMPT,
     Messages,
@@ -33,7 +33,7 @@ from ..tasks.persona_prompt import (
     persona_messages,
 )
 from .args import row_id
-from .hybrid import hybrid_prompt
+from .hybrid import hybrid_prompt, persona_history_texts
 from .tasks import FREE_TASK, VOICE_PLUG, StudioTask, shipped_tasks
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,8 @@ class SpaceData:
     vectors: np.ndarray
     item_vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
     item_texts: list[str] = field(default_factory=list)
+    without_items: int = 0
+    """Personas left off the map because they have no history yet."""
 
 
 class StudioService:
@@ -133,9 +135,41 @@ class StudioService:
                 name += f" [plug + {k} retrieved item{'s' if k > 1 else ''}]"
             if key == FREE_TASK.key:
                 name += f" [plug + the persona's {self.prompt_config().texts} most fitting texts]"
-            shown = _shown_metrics(loaded.metadata.metrics)
+            shown = _shown_metrics(loaded.metadata)
             plugs.append(name + (f" ({shown})" if shown else ""))
         return f"{self.engine.describe()} · plugs: {'; '.join(plugs)}"
+
+    def plain_status(self) -> str:
+        """The status in plain words for a first visit: the model, and per plug what it was shown to do on
+        people it never saw (markdown bullets; `describe` keeps the technical line)."""
+        lines = [
+            f"**Model:** {self.engine.loaded_llm.describe()}, frozen; the plugs are what personalizes it."
+        ]
+        for key, loaded in self.tasks.items():
+            lines.append(f"- **{loaded.task.label}**: {self.task_note(key)}")
+        return "\n".join(lines)
+
+    def task_note(self, key: str) -> str:
+        """What a task's output means and what its plug was shown to do, in a sentence or two."""
+        loaded = self.task(key)
+        personal = personal_on_unseen(loaded.metadata)
+        if personal is not None:
+            split, share, _ = personal
+            who = "authors" if split == "heldout" else "bloggers"
+            effect = (
+                f"on {who} it never saw, {share:.0%} of what the plug adds is personal "
+                "(it predicts their real text better with their own history than with someone else's)."
+            )
+        elif unseen_split(loaded.metadata) is None:
+            effect = "not measured on people it never saw: treat any difference as task adaptation."
+        else:
+            effect = "on people it never saw it is not shown to be personal: it adapts the model to the task."
+        if loaded.task.labels:
+            effect = (
+                "the answer is the star the model finds likeliest, with its probability for each star; "
+                + effect
+            )
+        return effect
 
     def task_choices(self) -> list[tuple[str, str]]:
         return [(loaded.task.label, key) for key, loaded in self.tasks.items()]
@@ -260,12 +294,18 @@ class StudioService:
         return vector
 
     def space(
-        self, current_id: int | None = None, with_items: bool = False, progress: Progress | None = None
+        self,
+        current_id: int | None = None,
+        with_items: bool = False,
+        progress: Progress | None = None,
+        plug_query: str | None = None,
     ) -> SpaceData:
         """Every non-empty persona's embedding (and the current persona's items if asked).
 
-        After a big import this encodes thousands of texts once (minutes on a CPU): `progress(done, total)`.
-        """
+        With `plug_query`, each persona is its persona token P_u from the chat plug for that input: what the
+        LLM receives, rather than the mean of its history vectors (items are then left out: they live in the
+        encoder's space). After a big import this encodes thousands of texts once (minutes on a CPU):
+        `progress(done, total)`."""
         ids, names, counts, samples, vectors = [], [], [], [], []
         summaries = self.store.list_personas()
         for done, summary in enumerate(summaries, 1):
@@ -280,11 +320,26 @@ class StudioService:
             samples.append([item.text for item in self.store.newest_items(summary.id, 2)])
             vectors.append(vector)
         data = SpaceData(ids, names, counts, samples, np.asarray(vectors, dtype=np.float32))
+        data.without_items = len(summaries) - len(ids)
+        if plug_query is not None and ids:
+            data.vectors = self.persona_tokens(ids, plug_query)
+            return data
         if with_items and current_id is not None and current_id in ids:
             texts = [item.text for item in self.store.list_items(current_id)]
             data.item_vectors = self.engine.encoder.encode(texts).numpy()
             data.item_texts = texts
         return data
+
+    def persona_tokens(self, persona_ids: Sequence[int], query: str) -> np.ndarray:
+        """Each persona's P_u (the first persona token) from the chat plug for `query`, in batches."""
+        rows = []
+        with torch.no_grad():
+            for start in range(0, len(persona_ids), PLUG_MAP_BATCH):
+                chunk = persona_ids[start : start + PLUG_MAP_BATCH]
+                histories = [[item.text for item in self.history(pid)] for pid in chunk]
+                out = self.engine.plug_output([query] * len(chunk), histories)
+                rows.append(out.soft_tokens[:, 1].float().cpu().numpy())
+        return np.concatenate(rows).astype(np.float32)
 
     # ------------------------------------------------------------------------------------- generation
     def _persona_texts(self, persona_id: int | None) -> list[str]:
@@ -312,6 +367,8 @@ class StudioService:
             raise PersonaDemoError("Type an input first.")
         loaded = self.task(task_key)
         texts = self._persona_texts(persona_id)
+        if loaded.task.lamp_task:  # a task plug reads each item as training rendered it (text + title)
+            texts = persona_history_texts(loaded.task.lamp_task, self.history(persona_id))
         prompt = plain_prompt = loaded.task.prompt(user_input)
         k = loaded.metadata.retrieval_k
         if task_key == FREE_TASK.key:
@@ -453,33 +510,65 @@ class StudioService:
             )
 
 
+PLUG_MAP_BATCH = 32
+"""Personas per plug pass when the map shows plug space."""
+
 STATUS_METRICS = {
     "dev_nll": "dev nll {:.3f}",
     "dev_rouge1": "dev rouge1 {:.3f}",
+    "heldout_rouge1": "unseen authors rouge1 {:.3f}",
     "dev_mae": "dev mae {:.3f}",
     "dev_ppl": "dev ppl {:.1f}",
-    "dev_personal_share": "personal share {:.0%}",
 }
 """Plug metadata shown on the status line (recorded by `evaluate --record`), and how."""
 
 
-def _shown_metrics(metrics: dict) -> str:
-    """A plug is called personal only when its personal share's interval (users resampled) is above zero;
-    otherwise the line says it adapts to the task, whatever its point estimate."""
+def unseen_split(metadata: PlugMetadata) -> str | None:
+    """The recorded split whose people the plug never saw: the held-out authors of a LaMP folder, or the dev
+    bloggers of the persona-voice file (its users are split, so dev users are never trained on)."""
+    if "heldout_personal_share" in metadata.metrics:
+        return "heldout"
+    return "dev" if metadata.task == VOICE_PLUG else None
+
+
+def _shown_metrics(metadata: PlugMetadata) -> str:
+    """A plug is called personal only when its personal share on people it never saw has an interval (users
+    resampled) above zero; otherwise the line says it adapts to the task, whatever its dev estimate."""
+    metrics = metadata.metrics
     shown = [
         fmt.format(metrics[k])
         for k, fmt in STATUS_METRICS.items()
-        if isinstance(metrics.get(k), int | float) and math.isfinite(metrics[k]) and k != "dev_personal_share"
+        if isinstance(metrics.get(k), int | float) and math.isfinite(metrics[k])
     ]
-    share, interval = metrics.get("dev_personal_share"), metrics.get("dev_personal_share_ci")
-    if isinstance(share, int | float) and math.isfinite(share):
-        personal = isinstance(interval, list | tuple) and len(interval) == 2 and interval[0] > 0
-        shown.append(
-            f"personal share {share:.0%} [{interval[0]:.0%}, {interval[1]:.0%}]"
-            if personal
-            else "not shown to be personal: adapts to the task"
-        )
+    personal = personal_on_unseen(metadata)
+    if personal is not None:
+        _, share, (low, high) = personal
+        shown.append(f"personal share on unseen people {share:.0%} [{low:.0%}, {high:.0%}]")
+    elif unseen_split(metadata) is None and "dev_personal_share" in metrics:
+        shown.append("not shown to be personal: never measured on people it did not see")
+    elif unseen_split(metadata) is not None:
+        shown.append("not shown to be personal: adapts to the task")
     return ", ".join(shown)
+
+
+def personal_on_unseen(metadata: PlugMetadata) -> tuple[str, float, tuple[float, float]] | None:
+    """(split, personal share, its interval) when the share on people the plug never saw has an interval
+    above zero; None otherwise: only then does the studio call a plug personal."""
+    split = unseen_split(metadata)
+    if split is None:
+        return None
+    share, interval = (
+        metadata.metrics.get(f"{split}_personal_share"),
+        metadata.metrics.get(f"{split}_personal_share_ci"),
+    )
+    if not isinstance(share, int | float) or not _above_zero(interval):
+        return None
+    low, high = interval  # type: ignore[misc]
+    return split, float(share), (float(low), float(high))
+
+
+def _above_zero(interval: object) -> bool:
+    return isinstance(interval, list | tuple) and len(interval) == 2 and interval[0] > 0
 
 
 def _clean_chat(messages: Sequence[dict] | None) -> ChatMessages:

@@ -2,14 +2,23 @@
 
 PCA is a closed-form SVD (milliseconds), so the first plot appears immediately; UMAP (umap-learn) needs
 numba's JIT, which `warm_umap` compiles at start-up so the first click doesn't pay for it.
+
+A map holds still (`MapLayouts`): each method is fitted once per population and an edited or new persona is
+placed with the fitted reducer's transform, so the other points do not move and "previous position" is
+drawn in the same layout. Only when the population changed a lot is the map refitted, rotated and scaled
+onto the old layout.
 """
 
 from __future__ import annotations
 
+import csv
 import html
 import logging
 import threading
 import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
@@ -43,11 +52,26 @@ def pca_2d(vectors: np.ndarray) -> np.ndarray:
     return coords * np.where(signs == 0, 1, signs)
 
 
-def umap_2d(vectors: np.ndarray, seed: int = 0) -> np.ndarray:
-    """UMAP with cosine distance; PCA when there are too few points for a neighbour graph."""
+Transform = Callable[[np.ndarray], np.ndarray]
+"""Places new vectors (rows) in a fitted 2-D layout."""
+
+
+def pca_fit(vectors: np.ndarray) -> tuple[np.ndarray, Transform]:
+    """`pca_2d` and the projection that places later vectors in the same axes."""
+    x = np.asarray(vectors, dtype=np.float64)
+    coords = pca_2d(x)
+    if len(x) < 2 or not np.any(coords):
+        return coords, lambda v: np.zeros((len(v), 2))
+    mean = x.mean(0)
+    basis, *_ = np.linalg.lstsq(x - mean, coords, rcond=None)  # the signed components pca_2d used
+    return coords, lambda v: (np.asarray(v, dtype=np.float64) - mean) @ basis
+
+
+def umap_fit(vectors: np.ndarray, seed: int = 0) -> tuple[np.ndarray, Transform]:
+    """UMAP with cosine distance and its transform; PCA when there are too few points for a neighbour graph."""
     x = np.asarray(vectors, dtype=np.float32)
     if len(x) < UMAP_MIN_POINTS:
-        return pca_2d(x)
+        return pca_fit(x)
     import umap  # imported lazily: ~5 s of numba set-up
 
     with warnings.catch_warnings():
@@ -55,7 +79,96 @@ def umap_2d(vectors: np.ndarray, seed: int = 0) -> np.ndarray:
         reducer = umap.UMAP(
             n_neighbors=min(15, len(x) - 1), n_components=2, metric="cosine", random_state=seed, init="random"
         )
-        return reducer.fit_transform(x).astype(np.float64)
+        coords = reducer.fit_transform(x).astype(np.float64)
+
+    def transform(v: np.ndarray) -> np.ndarray:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return reducer.transform(np.asarray(v, dtype=np.float32)).astype(np.float64)
+
+    return coords, transform
+
+
+def umap_2d(vectors: np.ndarray, seed: int = 0) -> np.ndarray:
+    """UMAP with cosine distance; PCA when there are too few points for a neighbour graph."""
+    return umap_fit(vectors, seed)[0]
+
+
+@dataclass
+class _Layout:
+    vectors: dict[int, np.ndarray]  # each persona's vector when the layout was fitted
+    coords: dict[int, np.ndarray]
+    transform: Transform
+    umap: bool
+
+
+class MapLayouts:
+    """One fitted layout per method, reused while the population stays about the same."""
+
+    REFIT_SHARE = 0.2
+    """Refit when more than this share of the fitted personas were added or removed since the fit."""
+
+    def __init__(self) -> None:
+        self._layouts: dict[str, _Layout] = {}
+        self._lock = threading.Lock()
+
+    def place(
+        self, method: str, ids: Sequence[int], vectors: np.ndarray, extra: np.ndarray, space: str = "history"
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """2-D positions of the personas and of `extra` rows (previous position, items) in the layout of
+        `method` for that `space` (each space keeps its own)."""
+        vectors = np.asarray(vectors, dtype=np.float64).reshape(len(ids), -1)
+        with self._lock:
+            layout = self._layouts.get(f"{method}:{space}")
+            if layout is None or self._stale(layout, ids, method):
+                layout = self._fit(method, ids, vectors, layout)
+                self._layouts[f"{method}:{space}"] = layout
+        moved = [
+            k
+            for k, (pid, v) in enumerate(zip(ids, vectors))
+            if pid not in layout.vectors or not np.allclose(layout.vectors[pid], v, atol=1e-6)
+        ]
+        coords = np.array([layout.coords.get(pid, np.zeros(2)) for pid in ids]).reshape(len(ids), 2)
+        if moved:
+            coords[moved] = layout.transform(vectors[moved])
+        extra_xy = layout.transform(extra) if len(extra) else np.zeros((0, 2))
+        return coords, extra_xy
+
+    def _stale(self, layout: _Layout, ids: Sequence[int], method: str) -> bool:
+        changed = len(set(ids) ^ set(layout.vectors))
+        if changed > self.REFIT_SHARE * max(len(layout.vectors), 1):
+            return True
+        return method == "umap" and not layout.umap and len(ids) >= UMAP_MIN_POINTS
+
+    @staticmethod
+    def _fit(method: str, ids: Sequence[int], vectors: np.ndarray, old: _Layout | None) -> _Layout:
+        coords, transform = umap_fit(vectors) if method == "umap" else pca_fit(vectors)
+        common = [k for k, pid in enumerate(ids) if old is not None and pid in old.coords]
+        if old is not None and len(common) >= 3:  # rotate/scale onto the old layout: the map does not jump
+            target = np.array([old.coords[ids[k]] for k in common])
+            align = _procrustes(coords[common], target)
+            coords, transform = align(coords), _then(transform, align)
+        return _Layout(
+            vectors={pid: vectors[k] for k, pid in enumerate(ids)},
+            coords={pid: coords[k] for k, pid in enumerate(ids)},
+            transform=transform,
+            umap=method == "umap" and len(ids) >= UMAP_MIN_POINTS,
+        )
+
+
+def _procrustes(source: np.ndarray, target: np.ndarray) -> Transform:
+    """The rotation (or reflection), scale and shift that best map `source` points onto `target`."""
+    mu_s, mu_t = source.mean(0), target.mean(0)
+    a, b = source - mu_s, target - mu_t
+    u, sv, vt = np.linalg.svd(a.T @ b)
+    rotation = u @ vt
+    norm = float((a**2).sum())
+    scale = float(sv.sum()) / norm if norm > 0 else 1.0
+    return lambda x: (np.asarray(x) - mu_s) @ rotation * scale + mu_t
+
+
+def _then(first: Transform, second: Transform) -> Transform:
+    return lambda x: second(first(x))
 
 
 def warm_umap() -> threading.Thread:
@@ -67,7 +180,8 @@ def warm_umap() -> threading.Thread:
 
     def run() -> None:
         try:
-            umap_2d(np.random.default_rng(0).normal(size=(24, 8)).astype(np.float32))
+            sample = np.random.default_rng(0).normal(size=(24, 8)).astype(np.float32)
+            umap_fit(sample)[1](sample[:2])  # the transform has its own kernels
         except Exception as exc:  # noqa: BLE001 - warming is best effort; PCA still works without UMAP
             log.warning("UMAP warm-up failed (maps fall back to PCA): %s", exc)
         finally:
@@ -97,24 +211,44 @@ def _hover(name: str, count: int, samples: list[str]) -> str:
     return "<br>".join(lines)
 
 
+def nearest(data: SpaceData, i: int, k: int = 3) -> str:
+    """The personas closest to persona i in the original embedding space (cosine), not in the 2-D picture,
+    which distorts distances."""
+    if len(data.ids) < 2:
+        return ""
+    x = data.vectors.reshape(len(data.ids), -1).astype(np.float64)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    cosines = x @ x[i]
+    order = [j for j in np.argsort(-cosines) if j != i][:k]
+    listed = ", ".join(f"{html.escape(data.names[j])} ({cosines[j]:.2f})" for j in order)
+    return f"<br><i>nearest (cosine, full space):</i> {listed}"
+
+
+def _label(name: str, limit: int = 18) -> str:
+    """A short on-map name: the part before the first comma ("Priya, pastry chef" → "Priya"), cut to fit."""
+    short = name.split(",")[0].strip() or name
+    return html.escape(short if len(short) <= limit else short[: limit - 1] + "…")
+
+
 def space_figure(
     data: SpaceData,
     method: str = "pca",
     current_id: int | None = None,
     previous: np.ndarray | None = None,
+    layouts: MapLayouts | None = None,
+    space: str = "history",
 ) -> go.Figure:
-    """Scatter of personas (current one highlighted), its previous position, and its items if given."""
-    vectors = data.vectors.reshape(len(data.ids), -1) if len(data.ids) else np.zeros((0, 1))
-    extra = [previous] if previous is not None and len(data.ids) else []
-    items = data.item_vectors if len(data.item_texts) else np.zeros((0, vectors.shape[1]))
-    stacked = (
-        np.vstack([vectors, *[np.asarray(e).reshape(1, -1) for e in extra], items])
-        if len(data.ids)
-        else vectors
-    )
-    coords = umap_2d(stacked) if method == "umap" else pca_2d(stacked)
+    """Scatter of named personas (the current one a star), its previous position, and its items if given.
+
+    With `layouts` (one per studio), the map keeps its layout between calls (see `MapLayouts`)."""
     n = len(data.ids)
-    persona_xy = coords[:n]
+    vectors = data.vectors.reshape(n, -1) if n else np.zeros((0, 1))
+    extra = [np.asarray(previous, dtype=np.float64).reshape(1, -1)] if previous is not None and n else []
+    items = data.item_vectors if len(data.item_texts) else np.zeros((0, vectors.shape[1]))
+    extra_rows = (
+        np.vstack([*extra, items]) if n and (extra or len(items)) else np.zeros((0, vectors.shape[1]))
+    )
+    persona_xy, extra_xy = (layouts or MapLayouts()).place(method, data.ids, vectors, extra_rows, space)
     fig = go.Figure()
     is_current = [pid == current_id for pid in data.ids]
     others = [i for i in range(n) if not is_current[i]]
@@ -122,15 +256,19 @@ def space_figure(
         go.Scatter(
             x=persona_xy[others, 0] if others else [],
             y=persona_xy[others, 1] if others else [],
-            mode="markers",
+            mode="markers+text",
             name="personas",
             marker={"size": 11, "color": "#8aa4c8"},
+            text=[_label(data.names[i]) for i in others],
+            textposition="top center",
+            textfont={"size": 11, "color": "#445"},
+            cliponaxis=False,  # a name near the edge is drawn whole
             hovertext=[_hover(data.names[i], data.item_counts[i], data.samples[i]) for i in others],
             hoverinfo="text",
         )
     )
     if len(data.item_texts):
-        item_xy = coords[n + len(extra) :]
+        item_xy = extra_xy[len(extra) :]
         fig.add_trace(
             go.Scatter(
                 x=item_xy[:, 0],
@@ -145,7 +283,7 @@ def space_figure(
     if current_id in data.ids:
         i = data.ids.index(current_id)
         if extra:
-            prev_xy = coords[n]
+            prev_xy = extra_xy[0]
             fig.add_trace(
                 go.Scatter(
                     x=[prev_xy[0], persona_xy[i, 0]],
@@ -161,23 +299,43 @@ def space_figure(
             go.Scatter(
                 x=[persona_xy[i, 0]],
                 y=[persona_xy[i, 1]],
-                mode="markers",
+                mode="markers+text",
                 name="this persona",
                 marker={"size": 18, "color": "#d62728", "symbol": "star"},
-                hovertext=[_hover(data.names[i], data.item_counts[i], data.samples[i])],
+                text=[f"<b>{_label(data.names[i])}</b>"],
+                textposition="top center",
+                textfont={"size": 13, "color": "#d62728"},
+                cliponaxis=False,
+                hovertext=[_hover(data.names[i], data.item_counts[i], data.samples[i]) + nearest(data, i)],
                 hoverinfo="text",
             )
         )
-    label = "UMAP (cosine)" if method == "umap" and len(stacked) >= UMAP_MIN_POINTS else "PCA"
+    label = "UMAP (cosine)" if method == "umap" and n >= UMAP_MIN_POINTS else "PCA"
+    missing = f"; {data.without_items} without items not shown" if data.without_items else ""
     fig.update_layout(
-        title=f"Persona embeddings ({label}; {n} personas)",
+        title=f"Persona space: {html.escape(space)} ({label}; {n} personas{missing})",
+        title_font_size=13,
         height=420,
-        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        margin={"l": 60, "r": 60, "t": 40, "b": 10},
         legend={"orientation": "h"},
+        hoverlabel={"align": "left"},
         xaxis={"showticklabels": False},
         yaxis={"showticklabels": False},
     )
     return fig
+
+
+def map_csv(data: SpaceData, method: str, layouts: MapLayouts, path: Path, space: str = "history") -> Path:
+    """The map's points as CSV (persona, x, y, items): the layout the page shows, for use elsewhere."""
+    n = len(data.ids)
+    coords, _ = layouts.place(method, data.ids, data.vectors.reshape(n, -1), np.zeros((0, 1)), space)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["persona_id", "name", "x", "y", "items", "space", "method"])
+        for k, pid in enumerate(data.ids):
+            x, y = (float(v) for v in coords[k])
+            writer.writerow([pid, data.names[k], f"{x:.5f}", f"{y:.5f}", data.item_counts[k], space, method])
+    return path
 
 
 def attention_figure(weighted: list[tuple[float, str]]) -> go.Figure:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data.lamp import get_task
+from ..tasks.lamp import get_task
 
 FREE_PROMPT = "free"
 VOICE_PLUG = "persona_voice"

@@ -12,6 +12,7 @@ import html
 import inspect
 import logging
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,21 @@ from ..errors import PersonaDemoError
 from ..tasks.persona_prompt import cut_words
 from . import args as arg
 from .service import PersonaParts, StudioService
-from .space import attention_figure, space_figure, umap_ready, warm_umap
+from .space import MapLayouts, attention_figure, map_csv, space_figure, umap_ready, warm_umap
 
 log = logging.getLogger(__name__)
+
+HOW_TO_USE = """# Persona Studio
+A frozen LLM personalized by a Persona-Plug: one small plug reads a persona's texts and steers the model.
+
+**How to use:** 1. pick a persona on the left, or create one and add texts it wrote (type them or upload a
+file) · 2. *Chat as the persona* or *Compare* a task: the same model answers with and without the persona, side
+by side · 3. the map shows where this persona sits among the others."""
+
+HISTORY_SPACE = "history: mean of its texts' vectors"
+PLUG_SPACE = "plug: P_u the LLM receives (Compare input)"
+PLUG_SPACE_QUERY = "Write a post."
+"""The input P_u is computed for when the Compare box is empty (the chat plug's content-free kind)."""
 
 MAP_EVENT = {"api_visibility": "private", "concurrency_id": "map", "concurrency_limit": None}
 """Map redraws are quick (PCA, then UMAP once warmed up) and must never queue behind generation."""
@@ -36,17 +49,23 @@ MAP_EVENT = {"api_visibility": "private", "concurrency_id": "map", "concurrency_
 def _as_gradio_error(exc: BaseException) -> gr.Error:
     """Every failure becomes a message a person can read; details go to the log, never to the page.
 
+    A rejected action (bad input) is logged as one line; only an unexpected failure logs its traceback.
     Messages quote user input (persona names...) and gradio renders them as HTML: escape them.
     """
     if isinstance(exc, PersonaDemoError):
-        return gr.Error(html.escape(str(exc)))
+        log.info("rejected: %s", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return gr.Error(html.escape(str(exc)), print_exception=False)
     if isinstance(exc, torch.OutOfMemoryError):
         if torch.cuda.is_available():
             torch.cuda.empty_cache()  # give the freed blocks back so the next request can run
-        return gr.Error("The model ran out of memory: try fewer new tokens or a shorter input.")
+        log.warning("out of memory: %s", exc)
+        return gr.Error(
+            "The model ran out of memory: try fewer new tokens or a shorter input.", print_exception=False
+        )
     log.exception("studio action failed")
     return gr.Error(
-        f"Something went wrong ({type(exc).__name__}); nothing was changed. The app keeps running."
+        f"Something went wrong ({type(exc).__name__}); nothing was changed. The app keeps running.",
+        print_exception=False,
     )
 
 
@@ -88,6 +107,8 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
     warm_umap()  # no-op when `main` already started it
 
     # ------------------------------------------------------------------------------ presentation helpers
+    layouts = MapLayouts()  # the map holds still between redraws
+
     def persona_choices(search: str = "") -> list[tuple[str, int]]:
         return [(f"{p.name} ({p.item_count})", p.id) for p in service.personas(search)]
 
@@ -183,6 +204,17 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
         return str(service.export_persona(current, Path(tempfile.mkdtemp(prefix="persona-export-"))))
 
     @user_errors
+    def export_map(current: int | None, method: str, space_kind: str, plug_input: str):
+        in_plug_space = space_kind == PLUG_SPACE
+        query = (plug_input or "").strip() or PLUG_SPACE_QUERY
+        data = service.space(arg.row_id(current), plug_query=query if in_plug_space else None)
+        if not data.ids:
+            raise PersonaDemoError("The map is empty: add a text to a persona first.")
+        kind = f"plug (P_u for “{query[:40]}”)" if in_plug_space else "history"
+        folder = Path(tempfile.mkdtemp(prefix="persona-map-"))
+        return str(map_csv(data, method.lower(), layouts, folder / "persona-map.csv", kind))
+
+    @user_errors
     def import_personas(path: str | None, search: str, progress=gr.Progress()):  # noqa: B008 - gradio idiom
         path, search = arg.file_path(path, "import"), arg.text(search, "search")
         if not path:
@@ -193,6 +225,11 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
         return gr.update(choices=persona_choices(search), value=value), None
 
     def _after_edit(persona_id: int, update, previous, search: str):
+        for (
+            note
+        ) in update.notes:  # a shortened or skipped text is said where the person looks, not only below
+            if note.startswith(("Shortened", "Skipped")):
+                gr.Warning(html.escape(note))
         rows, items = history_view(persona_id)
         choices = gr.update(choices=persona_choices(search), value=persona_id)
         return rows, items, update.status, previous, choices, ""
@@ -242,16 +279,36 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
         return service.store.get_persona_vector(int(current), service.embedding_id())
 
     @user_errors
-    def embedding_map(current: int | None, method: str, with_items: bool, previous, progress=gr.Progress()):  # noqa: B008
+    def embedding_map(
+        current: int | None,
+        method: str,
+        with_items: bool,
+        previous,
+        space_kind: str = HISTORY_SPACE,
+        plug_input: str = "",
+        progress=gr.Progress(),  # noqa: B008 - gradio idiom
+    ):
         """PCA at once; UMAP replaces it when asked for and its kernels are compiled (warmed at start-up;
-        until then the map stays PCA and says so)."""
+        until then the map stays PCA and says so). Plug space maps P_u for the chat plug and an input."""
+        in_plug_space = space_kind == PLUG_SPACE
+        query = (plug_input or "").strip() or PLUG_SPACE_QUERY
         data = service.space(
-            current, bool(with_items), lambda done, total: progress((done, total), desc="persona embeddings")
+            current,
+            bool(with_items) and not in_plug_space,
+            lambda done, total: progress((done, total), desc="persona embeddings"),
+            plug_query=query if in_plug_space else None,
         )
-        prev = None if previous is None else np.asarray(previous)
-        yield space_figure(data, "pca", current, prev)
+        prev = None if previous is None or in_plug_space else np.asarray(previous)
+        kind = f"plug (P_u for “{query[:40]}”)" if in_plug_space else "history"
+        yield space_figure(data, "pca", current, prev, layouts, kind)
         if method == "UMAP" and umap_ready():  # never wait: a slow event could overwrite a newer map
-            yield space_figure(data, "umap", current, prev)
+            yield space_figure(data, "umap", current, prev, layouts, kind)
+
+    @user_errors
+    def describe_task(task_key: str):
+        """A task's own hint in the input box and what its output and plug mean, next to it."""
+        chosen = service.task(task_key)
+        return service.task_note(task_key), gr.update(placeholder=chosen.task.example)
 
     @user_errors
     def compare(
@@ -275,11 +332,15 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
         persona_parts = parts(soft_tokens, own_texts)
         strength = arg.number(strength, "persona strength", arg.STRENGTH)
         result = texts = None
+        started = time.perf_counter()
         stream = service.stream_compare(current, task_key, user_input, opts, float(strength), persona_parts)
         for result, texts in stream:
-            yield result.without_plug, result.with_plug, None
+            yield result.without_plug, result.with_plug, None, ""
         if result is not None:
-            yield result.without_plug, result.with_plug, attention_figure(result.top_items(texts, k=5))
+            speed = speed_note(
+                service, time.perf_counter() - started, [result.without_plug, result.with_plug]
+            )
+            yield result.without_plug, result.with_plug, attention_figure(result.top_items(texts, k=5)), speed
 
     @user_errors
     def chat(
@@ -310,6 +371,8 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
             current, persona_chat, plain_chat, message, opts, float(strength), persona_parts
         )
         note = parts_note(persona_parts, service.chosen_for(current, message, persona_parts))
+        started = time.perf_counter()
+        with_plug = without_plug = ""
         for with_plug, without_plug in stream:
             yield (
                 "",
@@ -317,6 +380,13 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
                 [*plain_chat, user_turn, {"role": "assistant", "content": without_plug}],
                 note,
             )
+        speed = speed_note(service, time.perf_counter() - started, [with_plug, without_plug])
+        yield (
+            "",
+            [*persona_chat, user_turn, {"role": "assistant", "content": with_plug}],
+            [*plain_chat, user_turn, {"role": "assistant", "content": without_plug}],
+            f"{note}\n\n{speed}",
+        )
 
     # ------------------------------------------------------------------------------------------ layout
     with gr.Blocks(title="Persona Studio") as demo:
@@ -325,8 +395,10 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
         map_tick = gr.State(0)
         """Every redraw request bumps this; ONE listener draws, `always_last`, so a slow old map can never
         overwrite a newer one."""
-        gr.Markdown("# Persona Studio\nA frozen LLM personalized by a Persona-Plug: one plug, every persona.")
-        gr.Markdown(_md_escape(service.describe()), elem_id="status-line")
+        gr.Markdown(HOW_TO_USE, elem_id="how-to")
+        gr.Markdown(service.plain_status(), elem_id="plain-status")
+        with gr.Accordion("technical details", open=False):
+            gr.Markdown(_md_escape(service.describe()), elem_id="status-line")
         with gr.Row():
             with gr.Column(scale=1, min_width=260):
                 search = gr.Textbox(label="search personas", elem_id="search")
@@ -346,6 +418,7 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
                             "Yes, delete", variant="stop", size="sm", elem_id="confirm-delete"
                         )
                         cancel_btn = gr.Button("Cancel", size="sm")
+                persona_note = gr.Markdown(elem_id="persona-note")
                 export_btn = gr.Button("Export persona (JSON)", size="sm")
                 export_file = gr.File(label="exported persona", interactive=False, height=70)
                 import_file = gr.File(
@@ -379,12 +452,22 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
                                 with gr.Row():
                                     method = gr.Radio(["UMAP", "PCA"], value="UMAP", label="map")
                                     with_items = gr.Checkbox(label="show this persona's items")
+                                space_kind = gr.Radio(
+                                    [HISTORY_SPACE, PLUG_SPACE],
+                                    value=HISTORY_SPACE,
+                                    label="space",
+                                    elem_id="space-kind",
+                                )
                                 space_plot = gr.Plot(label="persona embedding space", elem_id="space-plot")
+                                with gr.Row():
+                                    map_csv_btn = gr.Button("Export map (CSV)", size="sm", elem_id="map-csv")
+                                    map_file = gr.File(label="map coordinates", interactive=False, height=70)
                         history_table = gr.Dataframe(
                             headers=["#", "text"],
                             datatype=["number", "str"],
                             interactive=False,
                             wrap=True,
+                            column_widths=["8%", "92%"],
                             max_height=300,
                             label="history",
                             elem_id="history-table",
@@ -393,8 +476,14 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
                         task = gr.Radio(
                             service.task_choices(), value=service.task_choices()[0][1], label="task"
                         )
-                        user_input = gr.Textbox(label="input", lines=4, elem_id="prompt")
+                        first_task = service.task(service.task_choices()[0][1]).task
+                        task_note = gr.Markdown(service.task_note(first_task.key), elem_id="task-note")
+                        user_input = gr.Textbox(
+                            label="input", lines=4, elem_id="prompt", placeholder=first_task.example
+                        )
                         generate_btn = gr.Button("Generate", variant="primary", elem_id="run")
+                        compare_status = gr.Markdown(elem_id="compare-status")
+                        compare_speed = gr.State("")  # a State: API clients keep their three outputs
                         with gr.Row():
                             without = gr.Textbox(label="without plug", lines=4, elem_id="without")
                             with_plug = gr.Textbox(label="with plug (persona)", lines=4, elem_id="with")
@@ -446,10 +535,14 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
                     )
 
         # ------------------------------------------------------------------------------------ wiring
-        map_inputs = [current, method, with_items, previous_vector]
+        map_inputs = [current, method, with_items, previous_vector, space_kind, user_input]
         map_tick.change(embedding_map, map_inputs, space_plot, trigger_mode="always_last", **MAP_EVENT)
         edit_outputs = [history_table, item, persona_status, previous_vector, persona, new_text]
 
+        # A rejected action shows its message once (a toast) and its progress and error mark in ONE place per
+        # area (`show_progress_on`), so no input or pane is left marked "Error" and unusable.
+        at_persona = {"show_progress_on": [persona_note]}
+        at_history = {"show_progress_on": [persona_status]}
         search.change(search_personas, [search, current], persona, api_visibility="private")
         persona.change(
             select_persona,
@@ -457,45 +550,67 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
             [current, history_table, item, name, persona_status, previous_vector],
             api_name="select_persona",
         ).then(bump, map_tick, map_tick, api_visibility="private")
-        create_btn.click(create_persona, [name, search], persona, api_name="create_persona")
-        rename_btn.click(rename_persona, [current, name, search], persona, api_name="rename_persona")
-        duplicate_btn.click(duplicate_persona, [current, search], persona, api_name="duplicate_persona")
-        delete_btn.click(ask_delete, current, [confirm_box, confirm_text], api_visibility="private")
+        create_btn.click(create_persona, [name, search], persona, api_name="create_persona", **at_persona)
+        rename_btn.click(
+            rename_persona, [current, name, search], persona, api_name="rename_persona", **at_persona
+        )
+        duplicate_btn.click(
+            duplicate_persona, [current, search], persona, api_name="duplicate_persona", **at_persona
+        )
+        delete_btn.click(
+            ask_delete, current, [confirm_box, confirm_text], api_visibility="private", **at_persona
+        )
         cancel_btn.click(lambda: gr.update(visible=False), None, confirm_box, api_visibility="private")
         confirm_btn.click(
-            confirm_delete, [current, search], [confirm_box, persona], api_name="delete_persona"
+            confirm_delete, [current, search], [confirm_box, persona], api_name="delete_persona", **at_persona
         )
-        export_btn.click(export_persona, current, export_file, api_name="export_persona")
+        export_btn.click(export_persona, current, export_file, api_name="export_persona", **at_persona)
         import_file.upload(
-            import_personas, [import_file, search], [persona, import_file], api_name="import_personas"
-        )
+            import_personas,
+            [import_file, search],
+            [persona, import_file],
+            api_name="import_personas",
+            **at_persona,
+        ).then(clear_file, None, import_file, api_visibility="private")  # a rejected file does not linger
 
-        add_btn.click(add_text, [current, new_text, search], edit_outputs, api_name="add_text").then(
-            bump, map_tick, map_tick, api_visibility="private"
-        )
+        add_btn.click(
+            add_text, [current, new_text, search], edit_outputs, api_name="add_text", **at_history
+        ).then(bump, map_tick, map_tick, api_visibility="private")
         upload.upload(
-            upload_history, [current, upload, search], [*edit_outputs[:5], upload], api_name="upload_history"
-        ).then(bump, map_tick, map_tick, api_visibility="private")
-        item.change(pick_item, item, item_text, api_visibility="private")
-        save_btn.click(
-            save_item, [current, item, item_text, search], edit_outputs, api_name="edit_item"
-        ).then(bump, map_tick, map_tick, api_visibility="private")
-        del_item_btn.click(delete_item, [current, item, search], edit_outputs, api_name="delete_item").then(
+            upload_history,
+            [current, upload, search],
+            [*edit_outputs[:5], upload],
+            api_name="upload_history",
+            **at_history,
+        ).then(clear_file, None, upload, api_visibility="private").then(
             bump, map_tick, map_tick, api_visibility="private"
         )
+        item.change(pick_item, item, item_text, api_visibility="private", **at_history)
+        save_btn.click(
+            save_item, [current, item, item_text, search], edit_outputs, api_name="edit_item", **at_history
+        ).then(bump, map_tick, map_tick, api_visibility="private")
+        del_item_btn.click(
+            delete_item, [current, item, search], edit_outputs, api_name="delete_item", **at_history
+        ).then(bump, map_tick, map_tick, api_visibility="private")
         method.change(bump, map_tick, map_tick, api_visibility="private")
         with_items.change(bump, map_tick, map_tick, api_visibility="private")
+        space_kind.change(bump, map_tick, map_tick, api_visibility="private")
+        map_csv_btn.click(
+            export_map, [current, method, space_kind, user_input], map_file, api_visibility="private"
+        )
 
+        task.change(describe_task, task, [task_note, user_input], api_visibility="private")
         extra_inputs = [top_p, repetition_penalty, no_repeat, use_soft, use_texts, guidance]
         """New settings go last, so API calls written for the first seven arguments keep working."""
         generate_btn.click(
             compare,
             [current, task, user_input, max_new, strength, sample, temperature, *extra_inputs],
-            [without, with_plug, attention_plot],
+            [without, with_plug, attention_plot, compare_speed],
             api_name="compare",
+            show_progress_on=[compare_status],  # the elapsed time shows here; errors mark nothing else
             concurrency_id="llm",
             concurrency_limit=generation_concurrency,
-        )
+        ).success(show, compare_speed, compare_status, api_visibility="private")
         chat_inputs = [
             current,
             message,
@@ -514,6 +629,7 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
                 [message, persona_chat, plain_chat, chat_parts],
                 api_name="chat" if trigger == send_btn.click else False,
                 api_visibility="public" if trigger == send_btn.click else "private",
+                show_progress_on=[chat_parts],
                 concurrency_id="llm",
                 concurrency_limit=generation_concurrency,
             )
@@ -537,6 +653,22 @@ def parts_note(parts: PersonaParts, chosen: list[str]) -> str:
 
 def fresh_chat() -> tuple[list, list, str]:
     return [], [], ""
+
+
+def speed_note(service: StudioService, seconds: float, outputs: list[str]) -> str:
+    """Elapsed time and new tokens per second of one side-by-side answer (both columns together)."""
+    tokens = sum(service.engine.llm.count_tokens(text) for text in outputs)
+    rate = f", {tokens / seconds:.1f} tokens/s" if seconds > 0 else ""
+    return f"*Both columns: {tokens} new tokens in {seconds:.1f} s{rate}.*"
+
+
+def show(text: str) -> str:
+    """Copies a State's text into a visible component (after the event whose progress it showed)."""
+    return text
+
+
+def clear_file() -> None:
+    """Empties an upload zone once its file is handled (added, or rejected with a message): None clears it."""
 
 
 def bump(tick: int | None) -> int:

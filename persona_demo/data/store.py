@@ -1103,7 +1103,10 @@ def _add_messages(result: AddResult, max_chars: int) -> list[str]:
     if result.skipped_empty:
         messages.append(f"Skipped {_plural(result.skipped_empty, 'empty item')}.")
     if result.truncated:
-        messages.append(f"Shortened {_plural(result.truncated, 'item')} to at most {max_chars:,} characters.")
+        messages.append(
+            f"Shortened {_plural(result.truncated, 'item')} to the first {max_chars:,} characters (the rest "
+            "was not kept: split a long text into several items to keep all of it)."
+        )
     return messages
 
 

@@ -18,6 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..config import Settings
 from ..errors import PersonaDemoError
 from .plug import PersonaPlug, PlugConfig
 
@@ -43,6 +44,12 @@ class PlugMetadata:
             return max(0, int((self.training or {}).get("retrieval_k") or 0))  # type: ignore[call-overload]
         except (TypeError, ValueError):
             return 0
+
+    @property
+    def saw_every_author(self) -> bool:
+        """Whether training read every author of its LaMP folder (`train --all-authors`, or a plug trained
+        before the held-out authors existed): then the `heldout` split is not unseen for it."""
+        return not (self.training or {}).get("user_holdout", False)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -225,3 +232,17 @@ def untrained_plug(
         return PersonaPlug(config, *parts).eval()
     finally:
         torch.random.set_rng_state(generator_state)
+
+
+def resolve_plug_path(plug: str | None, settings: Settings) -> Path | None:
+    """A file path, or a task name looked up as assets/plugs/<name>.safetensors."""
+    if plug is None:
+        return None
+    candidate = Path(plug)
+    if candidate.suffix == ".safetensors" or candidate.exists():
+        return candidate
+    named = settings.plugs_dir / f"{plug}.safetensors"
+    if named.is_file():
+        return named
+    available = sorted(p.stem for p in settings.plugs_dir.glob("*.safetensors"))
+    raise PersonaDemoError(f"No plug named {plug!r}; available: {', '.join(available) or 'none'}.")

@@ -100,6 +100,10 @@ class FrozenLLM:
     def vocab_size(self) -> int:
         return int(self.embedding.num_embeddings)
 
+    def count_tokens(self, text: str) -> int:
+        """How many tokens the LLM's tokenizer makes of `text` (no special tokens)."""
+        return len(self.tokenizer(text, add_special_tokens=False).input_ids) if text else 0
+
     @property
     def eos_token_id(self) -> int:
         return int(self.tokenizer.eos_token_id)

@@ -11,20 +11,21 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from ..data.lamp import LampDataset, LampExample, load_split, write_predictions
 from ..engine.engine import PersonaEngine
 from ..engine.generation import GenerationOptions, Row, soft_len
 from ..errors import PersonaDemoError
+from ..tasks.labels import choose_label, label_log_probs
+from ..tasks.lamp import LampDataset, LampExample, user_split, write_predictions
+from ..tasks.nll import derangement
+from ..tasks.retrieval import rag_prompt_builder
 from .distributed import Single
-from .labels import choose_label, label_log_probs
 from .metrics import compute_metrics
-from .nll import derangement
-from .retrieval import rag_prompt_builder
 
 METHODS = (
     "none",
@@ -87,10 +88,15 @@ def method_inputs(
     return [e.input for e in examples], histories
 
 
-def gold_examples(data_dir: Path, split: str, limit: int = 0) -> tuple[LampDataset, list[LampExample]]:
-    """The split and its first `limit` examples that have a gold output (what every metric scores)."""
-    dataset = load_split(data_dir, split)
+def gold_examples(
+    data_dir: Path, split: str, limit: int = 0, free_text: bool = False, all_authors: bool = False
+) -> tuple[LampDataset, list[LampExample]]:
+    """The split (`user_split`: held-out authors apart) and its first `limit` examples that have a gold output
+    (what every metric scores); `free_text` reads every profile as the studio holds a typed persona."""
+    dataset = user_split(data_dir, split, all_authors)
     examples = [e for e in dataset.examples if e.target is not None][: limit or None]
+    if free_text:
+        examples = [replace(e, profile=dataset.spec.free_text_profile(e.profile)) for e in examples]
     if not examples:
         raise PersonaDemoError(f"{data_dir}: the {split} split has no examples with gold outputs")
     return dataset, examples
@@ -110,6 +116,8 @@ def evaluate(
     seed: int = 0,
     decode: str = "auto",
     dist: Single | None = None,
+    free_text: bool = False,
+    all_authors: bool = False,
 ) -> dict[str, object]:
     """Score `method`; with `dist` (several processes), each generates whole batches, the main one writes."""
     dist = dist or Single()
@@ -117,7 +125,7 @@ def evaluate(
         raise PersonaDemoError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if decode not in DECODES:
         raise PersonaDemoError(f"unknown decode {decode!r}; choose one of {', '.join(DECODES)}")
-    dataset, examples = gold_examples(data_dir, split, limit)
+    dataset, examples = gold_examples(data_dir, split, limit, free_text, all_authors)
     spec = dataset.spec
     if decode == "auto":
         decode = "labels" if spec.labels else "generate"
@@ -162,6 +170,8 @@ def evaluate(
         "task": spec.official_name,
         "split": split,
         "method": method,
+        "profile": "free-text" if free_text else "as stored",
+        "authors": "all" if all_authors else ("held out" if split == "heldout" else "trained on"),
         "n": len(examples),
         **compute_metrics(dataset.task, preds, golds),
         "sec_per_example": seconds / len(examples),

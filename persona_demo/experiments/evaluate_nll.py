@@ -10,11 +10,11 @@ from pathlib import Path
 from ..data.voice import is_voice_file, load_voice_split
 from ..engine.engine import PersonaEngine
 from ..errors import PersonaDemoError
+from ..tasks.nll import METHOD_CONDITION, ScoringItem, nll_report, prompt_fit
 from ..tasks.persona_prompt import PersonaPromptConfig, persona_prompt_builder
+from ..tasks.retrieval import rag_prompt_builder
 from .collapse import split_persona_cosines
 from .evaluate import gold_examples
-from .nll import METHOD_CONDITION, ScoringItem, nll_report, prompt_fit
-from .retrieval import rag_prompt_builder
 
 VOICE_TASK = "persona-voice"
 VOICE_METHODS = ("none", "pplug", "pplug-shuffled", "pplug-no-history", "pplug+texts", "texts")
@@ -23,8 +23,10 @@ prompt); `texts` is the same prompt without the plug; `pplug` the soft tokens wi
 PERSONA_PROMPT_METHODS = ("pplug+texts", "texts")
 
 
-def lamp_items(data_dir: Path, split: str, limit: int) -> tuple[list, list[ScoringItem], int]:
-    dataset, examples = gold_examples(data_dir, split, limit)
+def lamp_items(
+    data_dir: Path, split: str, limit: int, free_text: bool = False, all_authors: bool = False
+) -> tuple[list, list[ScoringItem], int]:
+    dataset, examples = gold_examples(data_dir, split, limit, free_text, all_authors)
     spec = dataset.spec
     items = [
         ScoringItem(e.user_id or e.id, e.query or e.input, spec.history_texts(e.profile), e.target, e.input)
@@ -55,6 +57,8 @@ def evaluate_nll(
     seed: int = 0,
     shuffles: int = 3,
     max_target_tokens: int = 64,
+    free_text: bool = False,
+    all_authors: bool = False,
 ) -> dict[str, object]:
     """Score one method (and the controls it needs) and write `out_dir/metrics.json`."""
     own_prompt = None
@@ -73,7 +77,7 @@ def evaluate_nll(
         if method not in METHOD_CONDITION or method in PERSONA_PROMPT_METHODS:
             lamp = [m for m in METHOD_CONDITION if m not in PERSONA_PROMPT_METHODS]
             raise PersonaDemoError(f"--metric nll on LaMP supports {', '.join(lamp)}, not {method!r}")
-        examples, items, task = lamp_items(data, split, limit)
+        examples, items, task = lamp_items(data, split, limit, free_text, all_authors)
         task_name = Path(data).name
         if method in {"pplug+bm25", "bm25"}:
             own_prompt = rag_prompt_builder(task, examples, k, fit=prompt_fit(engine))
@@ -95,6 +99,8 @@ def evaluate_nll(
     report = {
         "task": task_name,
         "split": split,
+        "profile": "free-text" if free_text else "as stored",
+        "authors": "all" if all_authors else ("held out" if split == "heldout" else "trained on"),
         **report,
         "shuffles": shuffles if method != "none" else 0,
         "k": k if method in {"pplug+bm25", "bm25", *PERSONA_PROMPT_METHODS} else None,

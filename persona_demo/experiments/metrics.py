@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from persona_demo.data.lamp import LampTask, get_task
 from persona_demo.errors import PersonaDemoError
+from persona_demo.tasks.lamp import LampTask, get_task
 
 Texts = Sequence[Any] | Mapping[str, Any]
 

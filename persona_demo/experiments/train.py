@@ -15,95 +15,25 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from ..data.lamp import LampDataset, load_split
 from ..data.voice import is_voice_file, load_voice_split
 from ..engine.checkpoint import LEARNED_ATTENTION_KEYS, PlugMetadata, is_query_encoder_key, save_plug
 from ..engine.engine import PersonaEngine
 from ..engine.generation import Prompt, Row
 from ..engine.plug import PlugOutput
 from ..errors import PersonaDemoError
+from ..tasks.lamp import LampDataset, load_split, user_split
+from ..tasks.nll import derangement, prompt_fit, scoring_row
 from ..tasks.persona_prompt import PersonaPromptConfig, persona_prompt_builder
+from ..tasks.retrieval import rag_prompt_builder
 from .collapse import cross_user_cosine, mean_cross_user_cosine
 from .distributed import Single
-from .nll import PROMPT_TOKENS, derangement, prompt_fit, scoring_row
-from .retrieval import rag_prompt_builder
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: float = 1.0
-    batch_size: int = 8
-    grad_accum: int = 1
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_ratio: float = 0.05
-    max_steps: int = 0
-    """Stop after this many optimizer steps (0 = run all epochs)."""
-    seed: int = 0
-    max_history: int = 256
-    max_prompt_tokens: int = PROMPT_TOKENS
-    max_target_tokens: int = 64
-    eval_every: int = 50
-    eval_limit: int = 64
-    limit: int = 0
-    """Use only the first N training examples (0 = all)."""
-    autocast_bf16: bool = True
-    retrieval_k: int = 0
-    """>0: each prompt carries the top-k BM25 items of the user's own history as text (LaMP's template), so
-    the plug learns for the `pplug+bm25` prompt it is evaluated and served with."""
-    retrieval_share: float = 1.0
-    """With `retrieval_k`: the share of examples (seeded choice) that carry the retrieved text; the rest keep
-    the plain prompt, so one plug learns both `pplug` and `pplug+bm25` (`evaluate` reads a plug both ways)."""
-    contrastive: float = 0.0
-    """Weight of the own-vs-another-user hinge (0 = the paper's loss alone)."""
-    contrastive_margin: float = 0.1
-    """Nats per target token by which the user's own history must beat another user's."""
-    attention_lr: float = 0.0
-    """Learning rate of the learned attention's parameters (0 = `lr`)."""
-    diversity: float = 0.0
-    """Weight of relu(mean cross-user cosine of P_u − `diversity_target`): pushes different users' persona
-    tokens apart (the collapse target) where the LLM loss alone pulls them into one task direction."""
-    diversity_target: float = 0.9
-    """The cosine below which the diversity term is zero."""
-    query_encoder_lr: float = 1e-4
-    """Learning rate of the plug's own query encoder, if it has one (the paper's 1e-4 for all its weights: a
-    pretrained transformer at the projectors' 1e-3 would forget what it knows)."""
-
-    @property
-    def composite_score(self) -> bool:
-        """Whether checkpoints are picked by NLL plus extra terms (the training objective), not NLL alone."""
-        return bool(self.contrastive or self.diversity)
-
-    def validated(self) -> TrainConfig:
-        if self.batch_size < 1 or self.grad_accum < 1:
-            raise PersonaDemoError("--batch-size and --grad-accum must be at least 1")
-        if not 0 < self.lr < 1:
-            raise PersonaDemoError("--lr must be between 0 and 1")
-        if not 0 <= self.retrieval_k <= 16:
-            raise PersonaDemoError("--retrieval-k must be between 0 (no retrieved text) and 16")
-        if not 0 < self.retrieval_share <= 1:
-            raise PersonaDemoError("--retrieval-share must be above 0 and at most 1")
-        if self.retrieval_share < 1 and not self.retrieval_k:
-            raise PersonaDemoError("--retrieval-share needs --retrieval-k (the number of items to retrieve)")
-        if not 0 <= self.attention_lr < 1:
-            raise PersonaDemoError("--attention-lr must be between 0 (= --lr) and 1")
-        if not 0 < self.query_encoder_lr < 1:
-            raise PersonaDemoError("--query-encoder-lr must be between 0 and 1")
-        if self.contrastive < 0 or self.contrastive_margin < 0:
-            raise PersonaDemoError("--contrastive and --contrastive-margin must be 0 or more")
-        if self.diversity < 0:
-            raise PersonaDemoError("--diversity must be 0 or more")
-        if not -1 <= self.diversity_target <= 1:
-            raise PersonaDemoError("--diversity-target is a cosine: between -1 and 1")
-        if self.epochs <= 0 and self.max_steps <= 0:
-            raise PersonaDemoError("give --epochs > 0 or --max-steps > 0")
-        return self
+from .train_config import TrainConfig
 
 
 @dataclass
@@ -129,17 +59,25 @@ def to_examples(
     retrieval_share: float = 1.0,
     share_seed: int = 0,
     fit: tuple[Callable[[str], int], int] | None = None,
+    free_text_share: float = 0.0,
 ) -> list[Example]:
     """Training/dev examples; with `shuffle_seed`, each also carries another user's history (and, with
     `retrieval_k`, the prompt built from that user's items ranked against this question).
 
     With `retrieval_share` < 1, a seeded share of the examples carries the retrieved text, the rest the plain
     input; an example's negative is built the same way as its own prompt. `fit` keeps the question in prompts
-    that the row will cut (see `rag_prompt_builder`)."""
+    that the row will cut (see `rag_prompt_builder`). With `free_text_share`, a seeded share of the examples
+    reads its profile without titles or scores (`LampTask.free_text_profile`), as a studio persona is held."""
     spec = dataset.spec
     kept = [e for e in dataset.examples[: limit or None] if e.target]
     if not kept:
         raise PersonaDemoError(f"{dataset.source}: no examples with a target to train on")
+    if free_text_share:
+        free = random.Random(share_seed + 1)
+        kept = [
+            replace(e, profile=spec.free_text_profile(e.profile)) if free.random() < free_text_share else e
+            for e in kept
+        ]
     rag = rag_prompt_builder(dataset.task, kept, retrieval_k, "bm25", fit) if retrieval_k else None
     chooser = random.Random(share_seed)
     hybrid = [rag is not None and chooser.random() < retrieval_share for _ in kept]
@@ -612,11 +550,13 @@ def train_plug(
             "retrieval_share": config.retrieval_share,
             "share_seed": config.seed,
             "fit": prompt_fit(engine, config.max_prompt_tokens),
+            "free_text_share": config.free_text_share,
         }
-        train = to_examples(load_split(data_dir, "train"), config.limit, k, shuffle_seed=seed, **share)
+        read = user_split if config.user_holdout else load_split
+        train = to_examples(read(data_dir, "train"), config.limit, k, shuffle_seed=seed, **share)
         dev_path = Path(data_dir) / "dev_questions.json"
         dev = (
-            to_examples(load_split(data_dir, "dev"), 0, k, shuffle_seed=seed, **share)[: config.eval_limit]
+            to_examples(read(data_dir, "dev"), 0, k, shuffle_seed=seed, **share)[: config.eval_limit]
             if dev_path.is_file()
             else []
         )

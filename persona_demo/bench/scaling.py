@@ -1,7 +1,7 @@
 """bench `train_scaling`: the real training step on 1 and on 2 processes, and what communication costs.
 
 Why a separate entry point: process count is fixed at launch, so the bench starts this module under
-`accelerate launch` once per process count (`python -m persona_demo.experiments.scaling` is the worker) and
+`accelerate launch` once per process count (`python -m persona_demo.bench.scaling` is the worker) and
 reads the JSON line the main process prints. Each worker times, interleaved, the same global batch
   - synced: the training step as `PlugTrainer.fit` runs it (token-count all-reduce, DDP gradient all-reduce);
   - local: the same step without any collective (DDP `no_sync`, local token count);
@@ -44,7 +44,7 @@ def run_scaling(
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [*launch_args(processes, port), "-m", "persona_demo.experiments.scaling"]
+    cmd = [*launch_args(processes, port), "-m", "persona_demo.bench.scaling"]
     cmd += ["--batch-size", str(batch_size), "--repeats", str(repeats)]
     if data_dir is not None:
         cmd += ["--data", str(data_dir)]
@@ -63,9 +63,9 @@ def worker(batch_size: int, repeats: int, data_dir: Path | None) -> dict | None:
     """Time the step on this launch's processes; the main process returns the figures, the others None."""
     from ..config import Settings
     from ..engine.engine import PersonaEngine
-    from . import distributed
+    from ..experiments import distributed
+    from ..experiments.train import Example, PlugTrainer, TrainConfig
     from .bench import BenchConfig, load_examples
-    from .train import Example, PlugTrainer, TrainConfig
 
     dist = distributed.current(1, batch_size)
     engine = PersonaEngine.from_settings(distributed.settings_for(Settings.from_env(), dist))

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from ..engine.engine import PersonaEngine
 from ..engine.generation import Prompt, Row
 from ..errors import PersonaDemoError
+from .limits import PROMPT_TOKENS
 
 CONDITIONS = ("none", "no_history", "shuffled", "own")
 METHOD_CONDITION = {
@@ -51,10 +52,6 @@ class ScoringItem:
     target: str
     prompt: Prompt
     """The prompt for the `none` / `no_history` conditions."""
-
-
-PROMPT_TOKENS = 256
-"""Prompt tokens a teacher-forcing row keeps (training and NLL scoring cut longer prompts from the right)."""
 
 
 def prompt_fit(engine: PersonaEngine, limit: int = PROMPT_TOKENS) -> tuple[Callable[[str], int], int]:

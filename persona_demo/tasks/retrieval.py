@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
-from persona_demo.data.lamp import LampExample, LampTask, get_task
 from persona_demo.errors import PersonaDemoError
+from persona_demo.tasks.lamp import LampExample, LampTask, get_task
 
 Ranker = Literal["bm25", "recency"]
 JOIN = ", and "

@@ -114,7 +114,7 @@ def synthetic_articles(n: int) -> list[str]:
 def load_examples(config: BenchConfig, n: int) -> list[tuple[str, list[str], object]]:
     """(prompt, history, LaMP example or None) from huffpost_headline dev, else synthetic."""
     if config.data_dir and (Path(config.data_dir) / "dev_questions.json").is_file():
-        from ..data.lamp import load_split
+        from ..tasks.lamp import load_split
 
         dataset = load_split(config.data_dir, "dev")
         return [(e.input, dataset.spec.history_texts(e.profile), e) for e in dataset.examples[:n]]
@@ -173,12 +173,12 @@ def bench_side_by_side(engine: PersonaEngine, config: BenchConfig) -> dict:
 
 def bench_pplug_vs_rag(engine: PersonaEngine, config: BenchConfig) -> dict:
     """PPlug's prompt (+2 soft positions) vs BM25 k=4 retrieval in the prompt: tokens and latency."""
-    from ..experiments.retrieval import build_rag_prompt
+    from ..tasks.retrieval import build_rag_prompt
 
     examples = [e for e in load_examples(config, 16 if config.quick else 64) if e[2] is not None]
     if not examples:
         return {"skipped": "needs ../shared/data/huffpost_headline for LaMP inputs"}
-    from ..data.lamp import TASKS
+    from ..tasks.lamp import TASKS
 
     task = TASKS[4]
     plug_tokens = [len(engine.llm.prompt_ids(p)) + engine.plug.config.soft_tokens for p, _, _ in examples]

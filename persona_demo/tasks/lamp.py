@@ -8,6 +8,7 @@ reported once, at load time, instead of as a KeyError deep inside training.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import string
@@ -19,6 +20,13 @@ from typing import Any, Literal
 from persona_demo.errors import PersonaDemoError
 
 TaskKind = Literal["classification", "rating", "generation"]
+
+UNTITLED_TEMPLATE = '"{text}" '
+"""How a retrieved item without its title or score is rendered (LaMP-7's form for a bare text)."""
+FREE_TEXT_BLANKED = ("title", "score")
+"""The fields a studio persona's items lack: what `free_text_profile` empties to train and test on them."""
+HELDOUT_SHARE = 0.2
+"""Share of a LaMP folder's authors kept out of training and tuning: the `heldout` split, people never seen."""
 
 LAMP2_TAGS: tuple[str, ...] = (
     "sci-fi",
@@ -75,13 +83,14 @@ class LampTask:
         )
 
     def history_text(self, item: Mapping[str, Any]) -> str:
-        """Text of one history item as PPlug embeds it (aggr_id.py/embedding.py)."""
+        """Text of one history item as PPlug embeds it (aggr_id.py/embedding.py); empty fields are skipped,
+        so an item without a title (a free text, as the studio holds it) reads as its text alone."""
         parts = [
             self.item_field(item, k)
             for k in self.history_fields
             if k in item or k not in self.optional_fields
         ]
-        return " ".join(parts)
+        return " ".join(p for p in parts if p.strip())
 
     def history_texts(self, profile: Sequence[Mapping[str, Any]]) -> list[str]:
         """The non-empty history texts of a whole profile, in profile order (what the plug reads)."""
@@ -92,11 +101,20 @@ class LampTask:
         return " ".join(self.item_field(item, k) for k in self.bm25_fields)
 
     def render_item(self, item: Mapping[str, Any], text: str | None = None) -> str:
-        """LaMP's RAG rendering of a retrieved item; `text` replaces the (possibly truncated) rag_field."""
+        """LaMP's RAG rendering of a retrieved item; `text` replaces the (possibly truncated) rag_field.
+
+        An item whose other template fields are empty (a free text without title or score) is rendered as
+        its quoted text, never as `"" is the title for "..."`."""
         keys = {name for _, name, _, _ in string.Formatter().parse(self.rag_template) if name}
         values = {k: self.item_field(item, k) for k in keys if k != self.rag_field}
         values[self.rag_field] = self.item_field(item, self.rag_field) if text is None else text
+        if any(not str(v).strip() for k, v in values.items() if k != self.rag_field):
+            return UNTITLED_TEMPLATE.format(text=values[self.rag_field])
         return self.rag_template.format_map(values)
+
+    def free_text_profile(self, profile: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """The profile as the studio holds a typed or uploaded persona: texts without titles or scores."""
+        return [{**item, **{k: "" for k in FREE_TEXT_BLANKED if k in item}} for item in profile]
 
     def compose(self, rendered_items: list[str], inp: str) -> str:
         """Join rendered items with ", and " and attach them to the input the way LaMP does."""
@@ -416,8 +434,66 @@ def _validate_questions(data: Any, path: Path) -> list[dict[str, Any]]:
     return data
 
 
-SPLITS = ("dev", "test", "train")
-"""The splits `evaluate` and `significance` read; train is for fit checks and model-free baselines."""
+SPLITS = ("dev", "test", "heldout", "train")
+"""The splits `evaluate` and `significance` read (see `user_split`); train is for fit checks and model-free
+baselines."""
+
+
+def is_heldout_user(user_id: str) -> bool:
+    """Whether an author belongs to the held-out share: a fixed hash of the id, so every command agrees."""
+    digest = hashlib.sha256(f"heldout:{user_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32 < HELDOUT_SHARE
+
+
+def user_split(data_dir: str | Path, split: str, all_authors: bool = False) -> LampDataset:
+    """A split with the held-out authors kept apart: `train`, `dev` and `test` hold the other authors'
+    questions, `heldout` the held-out authors' dev and test questions (a time split has every author in
+    every split, so their train questions are simply never used). A folder with fewer than
+    `MIN_AUTHORS_TO_HOLD_OUT` authors in all (a toy folder) holds none out. `all_authors` reads the split
+    file as it is (every author), for plugs trained on every author."""
+    if split not in SPLITS:
+        raise PersonaDemoError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    names = [name for name in ("train", "dev", "test") if _has_split(data_dir, name)]
+    loaded = {name: load_split(data_dir, name) for name in names if name == split or split == "heldout"}
+    if split != "heldout" and split not in loaded:
+        loaded[split] = load_split(data_dir, split)  # names the missing file
+    heldout = set() if all_authors else _heldout_authors(data_dir, names)
+    if all_authors and split == "heldout":
+        raise PersonaDemoError("the heldout split is the held-out authors: it cannot take every author")
+    if split != "heldout":
+        dataset = loaded[split]
+        dataset.examples = [e for e in dataset.examples if (e.user_id or e.id) not in heldout]
+        return dataset
+    parts = [loaded[name] for name in ("dev", "test") if name in loaded]
+    if not parts:
+        raise PersonaDemoError(f"{data_dir}: no dev or test questions to take the held-out authors from")
+    examples = [e for part in parts for e in part.examples if (e.user_id or e.id) in heldout]
+    if not examples:
+        raise PersonaDemoError(
+            f"{data_dir}: no held-out authors (it has fewer than {MIN_AUTHORS_TO_HOLD_OUT} authors, or none of "
+            "the held-out ones has a dev or test question)"
+        )
+    return LampDataset(parts[0].task, examples, parts[0].task_name, parts[0].source)
+
+
+MIN_AUTHORS_TO_HOLD_OUT = 20
+"""Below this many authors a folder is a toy (or a test fixture) and keeps every author for training."""
+
+
+def _heldout_authors(data_dir: str | Path, splits: Sequence[str]) -> set[str]:
+    """The folder's held-out authors (ids read from the questions files alone, without validating them)."""
+    authors: set[str] = set()
+    for name in splits:
+        for q in _read_json(Path(data_dir) / f"{name}_questions.json"):
+            if isinstance(q, dict):
+                authors.add(str(q.get("user_id") or q.get("id")))
+    if len(authors) < MIN_AUTHORS_TO_HOLD_OUT:
+        return set()
+    return {a for a in authors if is_heldout_user(a)}
+
+
+def _has_split(data_dir: str | Path, split: str) -> bool:
+    return (Path(data_dir) / f"{split}_questions.json").is_file()
 
 
 def load_split(data_dir: str | Path, split: str) -> LampDataset:

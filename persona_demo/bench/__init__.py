@@ -1,0 +1,1 @@
+"""Speed and scaling benchmarks: above the app, whose persona updates and maps they time."""
