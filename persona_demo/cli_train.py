@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .cli_generate import add_settings_arguments, disk_embedding_cache, settings_from_args
 from .errors import PersonaDemoError
-from .experiments.train_config import TrainConfig, add_config_flags, config_from_args
+from .experiments.train_config import add_config_flags, config_from_args
 
 
 def add_train_command(subparsers: argparse._SubParsersAction) -> None:
@@ -85,7 +85,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.out.suffix != ".safetensors":
         raise PersonaDemoError("--out must end in .safetensors")
     config = config_from_args(args, user_holdout=not args.all_authors)
-    if config.query_encoder_lr != TrainConfig.query_encoder_lr and not args.train_query_encoder:
+    if args.query_encoder_lr is not None and not args.train_query_encoder:
         raise PersonaDemoError(
             "--query-encoder-lr needs --train-query-encoder (there is no encoder to train)"
         )
@@ -105,7 +105,7 @@ def run_train(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise PersonaDemoError(str(exc)) from None
-    engine.plug = untrained_plug(plug_config, args.seed, engine.query_encoder_copy).to(
+    engine.plug = untrained_plug(plug_config, config.seed, engine.query_encoder_copy).to(
         engine.loaded_llm.device
     )
     if args.init is not None:  # same weights, possibly another tau / token count

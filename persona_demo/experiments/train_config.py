@@ -113,16 +113,23 @@ class TrainConfig:
 
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One `--flag` per exposed TrainConfig field, typed and defaulted by the field itself."""
+    """One `--flag` per exposed TrainConfig field, typed by the field; a flag left out keeps the field's
+    default (the parsed value is None, so a command can tell a flag given at its default from one not given)."""
     for f in fields(TrainConfig):
         if "help" in f.metadata and f.default is not MISSING:
-            kind = type(f.default)
             parser.add_argument(
-                f"--{f.name.replace('_', '-')}", type=kind, default=f.default, help=f.metadata["help"]
+                f"--{f.name.replace('_', '-')}",
+                type=type(f.default),
+                default=None,
+                help=f"{f.metadata['help']} (default {f.default})",
             )
 
 
 def config_from_args(args: argparse.Namespace, **more: Any) -> TrainConfig:
     """The TrainConfig a parsed `train` command asks for (`more`: settings that are not plain flags)."""
-    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if "help" in f.metadata}
+    given = {
+        f.name: value
+        for f in fields(TrainConfig)
+        if "help" in f.metadata and (value := getattr(args, f.name, None)) is not None
+    }
     return TrainConfig(**given, **more).validated()
