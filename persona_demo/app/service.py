@@ -342,13 +342,13 @@ class StudioService:
         return np.concatenate(rows).astype(np.float32)
 
     # ------------------------------------------------------------------------------------- generation
-    def _persona_texts(self, persona_id: int | None) -> list[str]:
-        texts = [item.text for item in self.history(persona_id)]
-        if not texts:
+    def _persona_items(self, persona_id: int | None) -> list[HistoryItem]:
+        items = self.history(persona_id)
+        if not items:
             raise PersonaDemoError(
                 "This persona has no history yet: add at least one text it wrote, then generate."
             )
-        return texts
+        return items
 
     def stream_compare(
         self,
@@ -366,9 +366,10 @@ class StudioService:
         if not (user_input or "").strip():
             raise PersonaDemoError("Type an input first.")
         loaded = self.task(task_key)
-        texts = self._persona_texts(persona_id)
+        items = self._persona_items(persona_id)
+        texts = [item.text for item in items]
         if loaded.task.lamp_task:  # a task plug reads each item as training rendered it (text + title)
-            texts = persona_history_texts(loaded.task.lamp_task, self.history(persona_id))
+            texts = persona_history_texts(loaded.task.lamp_task, items)
         prompt = plain_prompt = loaded.task.prompt(user_input)
         k = loaded.metadata.retrieval_k
         if task_key == FREE_TASK.key:
@@ -377,7 +378,6 @@ class StudioService:
         else:  # guidance is for open-ended writing; a task plug answers in its trained format
             options = dataclasses.replace(options, persona_guidance=0.0)
         if k and loaded.task.lamp_task and parts.retrieved_texts:  # hybrid plug: + top-k items as text
-            items = self.history(persona_id)
             prompt = hybrid_prompt(loaded.task.lamp_task, plain_prompt, user_input.strip(), items, k)
         last = None
         with torch.no_grad():
@@ -454,7 +454,7 @@ class StudioService:
         if not (message or "").strip():
             raise PersonaDemoError("Type a message first.")
         parts = parts or PersonaParts()
-        texts = self._persona_texts(persona_id)
+        texts = [item.text for item in self._persona_items(persona_id)]
         turn = {"role": "user", "content": message.strip()}
         persona_thread = [*_clean_chat(persona_chat), turn]
         persona_msgs = self.persona_prompt(texts, persona_thread, message.strip(), parts.retrieved_texts)
@@ -489,7 +489,7 @@ class StudioService:
         """What the studio shows under a chat reply: the texts the persona prompt carried (none when off)."""
         if not parts.retrieved_texts or not (query or "").strip():
             return []
-        return self.prompt_texts(self._persona_texts(persona_id), query.strip())
+        return self.prompt_texts([item.text for item in self._persona_items(persona_id)], query.strip())
 
     def prompt_config(self) -> PersonaPromptConfig:
         """As many texts as the chat plug was trained with (`train --retrieval-k`), else the default."""

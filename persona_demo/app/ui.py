@@ -205,12 +205,10 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
 
     @user_errors
     def export_map(current: int | None, method: str, space_kind: str, plug_input: str):
-        in_plug_space = space_kind == PLUG_SPACE
-        query = (plug_input or "").strip() or PLUG_SPACE_QUERY
-        data = service.space(arg.row_id(current), plug_query=query if in_plug_space else None)
+        query, kind = map_space(space_kind, plug_input)
+        data = service.space(arg.row_id(current), plug_query=query)
         if not data.ids:
             raise PersonaDemoError("The map is empty: add a text to a persona first.")
-        kind = f"plug (P_u for “{query[:40]}”)" if in_plug_space else "history"
         folder = Path(tempfile.mkdtemp(prefix="persona-map-"))
         return str(map_csv(data, method.lower(), layouts, folder / "persona-map.csv", kind))
 
@@ -290,16 +288,14 @@ def build_studio(service: StudioService, generation_concurrency: int = 1) -> gr.
     ):
         """PCA at once; UMAP replaces it when asked for and its kernels are compiled (warmed at start-up;
         until then the map stays PCA and says so). Plug space maps P_u for the chat plug and an input."""
-        in_plug_space = space_kind == PLUG_SPACE
-        query = (plug_input or "").strip() or PLUG_SPACE_QUERY
+        query, kind = map_space(space_kind, plug_input)
         data = service.space(
             current,
-            bool(with_items) and not in_plug_space,
+            bool(with_items) and query is None,
             lambda done, total: progress((done, total), desc="persona embeddings"),
-            plug_query=query if in_plug_space else None,
+            plug_query=query,
         )
-        prev = None if previous is None or in_plug_space else np.asarray(previous)
-        kind = f"plug (P_u for “{query[:40]}”)" if in_plug_space else "history"
+        prev = None if previous is None or query is not None else np.asarray(previous)
         yield space_figure(data, "pca", current, prev, layouts, kind)
         if method == "UMAP" and umap_ready():  # never wait: a slow event could overwrite a newer map
             yield space_figure(data, "umap", current, prev, layouts, kind)
@@ -653,6 +649,14 @@ def parts_note(parts: PersonaParts, chosen: list[str]) -> str:
 
 def fresh_chat() -> tuple[list, list, str]:
     return [], [], ""
+
+
+def map_space(space_kind: str, plug_input: str | None) -> tuple[str | None, str]:
+    """The map's space choice as (the input P_u is computed for, or None for history space; its title)."""
+    if space_kind != PLUG_SPACE:
+        return None, "history"
+    query = (plug_input or "").strip() or PLUG_SPACE_QUERY
+    return query, f"plug (P_u for “{query[:40]}”)"
 
 
 def speed_note(service: StudioService, seconds: float, outputs: list[str]) -> str:
