@@ -6,7 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-from .cli_generate import add_settings_arguments, resolve_plug_path, settings_from_args
+from .bench import STEPS
+from .cli_generate import resolve_plug_path
+from .config import add_settings_arguments, settings_from_args
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "huffpost_headline"
 
@@ -20,6 +22,11 @@ def add_bench_command(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--plug", default="huffpost_headline", help="plug checkpoint or task name")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="LaMP folder for realistic inputs")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated figures to measure (default all): " + ", ".join(STEPS),
+    )
     add_settings_arguments(parser)
     parser.set_defaults(func=run_bench_command)
 
@@ -31,12 +38,18 @@ def run_bench_command(args: argparse.Namespace) -> int:
 
     if args.repeats < 0:
         raise PersonaDemoError("--repeats must be positive")
+    only = [name.strip() for name in args.only.split(",") if name.strip()] or list(STEPS)
+    unknown = sorted(set(only) - set(STEPS))
+    if unknown:
+        raise PersonaDemoError(
+            f"--only: no figure named {', '.join(unknown)}; choose from {', '.join(STEPS)}"
+        )
     settings = settings_from_args(args)
     engine = PersonaEngine.from_settings(settings, plug_path=resolve_plug_path(args.plug, settings))
     config = BenchConfig(
         quick=args.quick, repeats=args.repeats or (3 if args.quick else 5), data_dir=args.data
     )
-    results = run_bench(engine, config)
+    results = run_bench(engine, config, only=only)
     print(table(results))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

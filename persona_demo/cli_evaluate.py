@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from .cli_generate import add_settings_arguments, disk_embedding_cache, resolve_plug_path, settings_from_args
+from .cli_generate import disk_embedding_cache, resolve_plug_path
+from .config import add_settings_arguments, settings_from_args
 from .errors import PersonaDemoError
 from .tasks.lamp import SPLITS
 from .tasks.persona_prompt import DEFAULT_PROMPT
@@ -190,6 +191,8 @@ def record_in_plug(engine, plug: Path, metrics: dict, args: argparse.Namespace) 
     metadata = engine.plug_metadata
     keys = (*METRIC_COLUMNS, *NLL_RECORD_KEYS)
     metadata.metrics.update({f"{args.split}_{k}": metrics[k] for k in keys if k in metrics})
+    if "nll_own" in metrics:  # the whole split's NLL replaces training's estimate on its first dev examples
+        metadata.metrics[f"{args.split}_nll"] = metrics["nll_own"]
     metadata.metrics[f"{args.split}_n"] = metrics["n"]
     metadata.metrics[f"{args.split}_method"] = args.method
     save_plug(plug, engine.plug, metadata)

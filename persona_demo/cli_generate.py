@@ -7,26 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from .config import Settings
+from .config import Settings, add_settings_arguments, settings_from_args
 from .engine.checkpoint import resolve_plug_path
 from .errors import PersonaDemoError
-
-
-def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags shared by every command that loads models (defaults come from Settings / PERSONA_DEMO_*)."""
-    group = parser.add_argument_group("models (env PERSONA_DEMO_<NAME> sets the default)")
-    group.add_argument("--llm", help="embedded 'smollm2-135m-instruct' (default), a HF model id or a folder")
-    group.add_argument("--encoder", help="embedded 'all-MiniLM-L6-v2' (default), a HF encoder id or a folder")
-    group.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
-    group.add_argument("--dtype", help="auto (default: bfloat16 on CUDA, float32 on CPU), float32, bfloat16")
-    group.add_argument("--quantization", help="auto (default: nf4 on CUDA, none on CPU), none, nf4")
-    group.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
-    group.add_argument("--cache-dir", type=Path, help="where converted models are kept")
-
-
-def settings_from_args(args: argparse.Namespace, **extra: object) -> Settings:
-    names = ("llm", "encoder", "device", "dtype", "quantization", "threads", "cache_dir")
-    return Settings.from_env(**{n: getattr(args, n, None) for n in names}, **extra)
 
 
 def disk_embedding_cache(settings: Settings):

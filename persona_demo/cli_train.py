@@ -8,9 +8,10 @@ import signal
 import sys
 from pathlib import Path
 
-from .cli_generate import add_settings_arguments, disk_embedding_cache, settings_from_args
+from .cli_generate import disk_embedding_cache
+from .config import add_settings_arguments, settings_from_args
 from .errors import PersonaDemoError
-from .experiments.train_config import add_config_flags, config_from_args
+from .experiments.train_config import add_config_flags, config_from_args, read_recipe
 
 
 def add_train_command(subparsers: argparse._SubParsersAction) -> None:
@@ -22,13 +23,18 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> None:
         help="LaMP folder with train_questions.json ..., or a per-user .jsonl(.gz) file (persona voice)",
     )
     parser.add_argument("--out", type=Path, required=True, help="output plug (.safetensors)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="a recipe (configs/train/*.yaml, or a trained plug's .json sidecar): its settings become the "
+        "defaults, flags given here override them",
+    )
     add_config_flags(parser)  # --epochs, --lr, --retrieval-k ...: one per TrainConfig setting
-    parser.add_argument("--tau", type=float, default=1.0, help="aggregator temperature (1 = the paper)")
-    parser.add_argument("--aggregation", choices=["attention", "mean"], default="attention")
+    parser.add_argument("--tau", type=float, help="aggregator temperature (default 1 = the paper)")
+    parser.add_argument("--aggregation", choices=["attention", "mean"], help="default attention")
     parser.add_argument(
         "--persona-tokens",
         type=int,
-        default=1,
         help="soft persona tokens: 1 = the paper's pooled P_u; k > 1 adds the k-1 most attended items",
     )
     parser.add_argument(
@@ -46,9 +52,8 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--centre-strength",
         type=float,
-        default=1.0,
-        help="with --centre-persona: the share of the centre taken off (0-1]; 1 leaves P_u only what differs "
-        "between users, smaller values keep part of what they share, which the frozen LLM reads better",
+        help="with --centre-persona: the share of the centre taken off (0-1], default 1; 1 leaves P_u only what "
+        "differs between users, smaller values keep part of what they share, which the frozen LLM reads better",
     )
     parser.add_argument(
         "--all-authors",
@@ -84,25 +89,21 @@ def run_train(args: argparse.Namespace) -> int:
 
     if args.out.suffix != ".safetensors":
         raise PersonaDemoError("--out must end in .safetensors")
-    config = config_from_args(args, user_holdout=not args.all_authors)
-    if args.query_encoder_lr is not None and not args.train_query_encoder:
+    recipe, recipe_plug = read_recipe(args.config) if args.config else ({}, {})
+    if args.all_authors:
+        recipe["user_holdout"] = False
+    config = config_from_args(args, recipe)
+    shape = plug_shape(args, recipe_plug)
+    if args.query_encoder_lr is not None and not shape.get("query_encoder"):
         raise PersonaDemoError(
             "--query-encoder-lr needs --train-query-encoder (there is no encoder to train)"
         )
     # Accelerate only under `accelerate launch`; a plain run is one process as before.
     dist = distributed.current(config.grad_accum, config.batch_size)
-    settings = distributed.settings_for(settings_from_args(args), dist)
+    settings = distributed.settings_for(settings_from_args(args), dist, training=True)
     engine = PersonaEngine.from_settings(settings, cache=disk_embedding_cache(settings))
     try:
-        plug_config = engine.default_plug_config(
-            tau=args.tau,
-            aggregation=args.aggregation,
-            persona_tokens=args.persona_tokens,
-            learned_attention=args.learned_attention,
-            centre_persona=args.centre_persona,
-            centre_strength=args.centre_strength,
-            query_encoder=args.train_query_encoder,
-        )
+        plug_config = engine.default_plug_config(**shape)
     except ValueError as exc:
         raise PersonaDemoError(str(exc)) from None
     engine.plug = untrained_plug(plug_config, config.seed, engine.query_encoder_copy).to(
@@ -132,3 +133,18 @@ def run_train(args: argparse.Namespace) -> int:
     if dist.is_main:
         print(json.dumps({"out": str(args.out), **result}))
     return 0
+
+
+def plug_shape(args: argparse.Namespace, recipe: dict[str, object]) -> dict[str, object]:
+    """The plug's shape: flags given on the command line, else the recipe's `config` block, else the defaults
+    (PlugConfig's)."""
+    given = {
+        "tau": args.tau,
+        "aggregation": args.aggregation,
+        "persona_tokens": args.persona_tokens,
+        "learned_attention": args.learned_attention or None,
+        "centre_persona": args.centre_persona or None,
+        "centre_strength": args.centre_strength,
+        "query_encoder": args.train_query_encoder or None,
+    }
+    return {**recipe, **{k: v for k, v in given.items() if v is not None}}

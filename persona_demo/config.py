@@ -5,6 +5,7 @@ Every field below is documented in the README's Configuration table; keep the tw
 
 from __future__ import annotations
 
+import argparse
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -36,7 +37,8 @@ class Settings:
     device: str = "auto"
     """`auto` (CUDA when available, else CPU), `cpu`, `cuda`, `cuda:N`."""
     dtype: str = "auto"
-    """`auto` (bfloat16 on CUDA, float32 on CPU), `float32`, `bfloat16`, `float16`."""
+    """`auto` (bfloat16 on CUDA and on CPUs with native bf16 (AMX / AVX512-BF16), else float32), `float32`,
+    `bfloat16`, `float16`."""
     quantization: str = "auto"
     """`auto` (4-bit nf4 on CUDA, none on CPU), `none`, `nf4`."""
     threads: int = 0
@@ -109,3 +111,25 @@ def _coerce(name: str, value: object, annotation: object) -> object:
     except ValueError:
         raise PersonaDemoError(f"setting {name} expects a whole number, got {value!r}") from None
     return str(value)
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model flags of the studio and of every command that loads models (defaults: Settings ←
+    PERSONA_DEMO_*)."""
+    group = parser.add_argument_group("models (env PERSONA_DEMO_<NAME> sets the default)")
+    group.add_argument("--llm", help="embedded 'smollm2-135m-instruct' (default), a HF model id or a folder")
+    group.add_argument("--encoder", help="embedded 'all-MiniLM-L6-v2' (default), a HF encoder id or a folder")
+    group.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    group.add_argument(
+        "--dtype",
+        help="auto (default: bfloat16 on CUDA and CPUs with native bf16, else float32), float32, bfloat16",
+    )
+    group.add_argument("--quantization", help="auto (default: nf4 on CUDA, none on CPU), none, nf4")
+    group.add_argument("--quantize", dest="quantization", help=argparse.SUPPRESS)  # the studio's older name
+    group.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
+    group.add_argument("--cache-dir", type=Path, help="where converted models are kept")
+
+
+def settings_from_args(args: argparse.Namespace, **extra: object) -> Settings:
+    names = ("llm", "encoder", "device", "dtype", "quantization", "threads", "cache_dir")
+    return Settings.from_env(**{n: getattr(args, n, None) for n in names}, **extra)

@@ -78,12 +78,54 @@ def test_targets_and_table():
         "projection": {"100": {"pca_s": 0.001, "umap_warm_s": 0.5}},
         "train_step": {"examples_per_s": 3.0},
         "cold_start": {"warm_s": 9.5, "peak_rss_mb": 900.0},
-        "environment": {"llm": "x", "threads": 2, "torch": "2.13.0"},
+        "environment": {
+            "llm": "x",
+            "threads": 2,
+            "torch": "2.13.0",
+            "cpu": {
+                "model": "AMD EPYC",
+                "cores": 2,
+                "flags": ["avx2", "avx512f", "avx512_bf16"],
+                "onednn_max_cpu_isa": "AVX2",
+                "onednn_isa": "no native bf16",
+            },
+        },
+        "chat_reply": {
+            "ratio": 2.3,
+            "before_s": 4.6,
+            "now_s": 2.0,
+            "float32_now_s": 3.8,
+            "dtype_ratio": 1.9,
+            "chosen_dtype": "bfloat16",
+            "new_tokens": 64,
+        },
     }
     text = table(results)
     assert "| plug_overhead ratio | 1.050 | <= 1.05 | yes |" in text
     assert "| persona_update @ 10000 items | 70.0 ms | ≤ 50 ms | NO |" in text
     assert "| encode batched / naive (1000 texts, bfloat16) | 300 / 40 texts/s | | |" in text
+    assert (
+        "| chat_reply (64 tokens, both columns, guided) | before (float32, reference pass) 4.60 s, now (bfloat16) "
+        "2.00 s; float32 now 3.80 s (dtype alone ×1.90) | report | |"
+    ) in text
+    assert "| CPU | AMD EPYC, 2 cores, avx512_bf16, ISA cap AVX2; oneDNN ISA: no native bf16 | | |" in text
+
+
+def test_a_bench_of_some_figures_has_only_their_targets_and_table_rows():
+    """`bench --only side_by_side`: no KeyError for the figures it skipped."""
+    results = {
+        "side_by_side": {"ratio": 1.1},
+        "targets": {"side_by_side": {"target": "<= 1.15", "value": 1.1, "met": True}},
+        "environment": {
+            "llm": "x",
+            "threads": 2,
+            "torch": "2.13.0",
+            "cpu": {"model": "m", "cores": 2, "flags": [], "onednn_isa": "unknown"},
+        },
+    }
+    text = table(results)
+    assert "| side_by_side ratio | 1.100 | <= 1.15 | yes |" in text
+    assert "persona_update" not in text and "cold_start" not in text
 
 
 def test_table_reports_train_scaling():
@@ -104,7 +146,12 @@ def test_table_reports_train_scaling():
             "speedup": 1.25,
         },
         "cold_start": {},
-        "environment": {"llm": "x", "threads": 2, "torch": "2.13.0"},
+        "environment": {
+            "llm": "x",
+            "threads": 2,
+            "torch": "2.13.0",
+            "cpu": {"model": "m", "cores": 2, "flags": [], "onednn_isa": "unknown"},
+        },
     }
     assert (
         "| train_scaling (global batch 8) | 1 process 2.00, 2 processes 2.50 examples/s (×1.25); "

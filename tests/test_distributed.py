@@ -19,7 +19,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from persona_demo.experiments.distributed import Accelerated, Single, launched_by_accelerate
+from persona_demo.config import Settings
+from persona_demo.experiments.distributed import Accelerated, Single, launched_by_accelerate, settings_for
 from tests.conftest import free_port
 from tests.test_train import write_lamp4
 
@@ -225,3 +226,10 @@ def test_example_configs_parse(config):
 
     values = yaml.safe_load(config.read_text())
     assert values["distributed_type"] in {"MULTI_GPU", "DEEPSPEED"} and values["num_processes"] >= 1
+
+
+def test_training_keeps_fp32_weights_on_a_cpu_where_inference_may_run_bf16():
+    cpu = Settings(device="cpu")
+    assert settings_for(cpu, Single(), training=True).dtype == "float32"
+    assert settings_for(cpu, Single()).dtype == "auto"  # evaluation follows the inference choice
+    assert settings_for(Settings(device="cpu", dtype="bfloat16"), Single(), training=True).dtype == "bfloat16"

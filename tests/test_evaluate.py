@@ -145,6 +145,12 @@ def test_record_stores_dev_scores_in_the_plug(engine, tmp_path, capsys):
     assert main([*args, "--method", "pplug", "--out", str(tmp_path / "out"), "--record"]) == 0
     recorded = read_metadata(plug).metrics
     assert recorded["dev_n"] == 4 and 0 <= recorded["dev_rouge1"] <= 1
+    nll_run = [*args, "--metric", "nll", "--shuffles", "1", "--out", str(tmp_path / "nll"), "--record"]
+    assert main([*nll_run, "--method", "pplug"]) == 0
+    recorded = read_metadata(plug).metrics
+    measured = json.loads((tmp_path / "nll" / "metrics.json").read_text())
+    assert recorded["dev_nll"] == pytest.approx(measured["nll_own"])  # the status line's "dev nll"
+    assert recorded["dev_ppl"] == pytest.approx(measured["ppl"])
     assert main([*args, "--method", "none", "--out", str(tmp_path / "none"), "--record"]) == 2
     assert "--record needs --method pplug" in capsys.readouterr().err
     train = [a if a != "dev" else "train" for a in args]  # write_lamp4's train split = its dev split

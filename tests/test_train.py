@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 
@@ -165,13 +166,12 @@ def test_train_cli_starts_from_a_shipped_plug_with_more_persona_tokens(tmp_path,
     out = tmp_path / "more.safetensors"
     args = ["train", "--data", str(tmp_path), "--out", str(out), "--max-steps", "1", "--batch-size", "2"]
     args += ["--lr", "1e-9", "--attention-lr", "1e-9", "--init", str(shipped), "--persona-tokens", str(more)]
-    if start.config.learned_attention:
-        args += ["--learned-attention"]
-    if start.config.centre_persona:  # the shipped plug's own flags, as a user continuing it would pass them
-        args += ["--centre-persona", "--centre-strength", str(start.config.centre_strength)]
+    args += ["--config", str(shipped.with_suffix(".json"))]  # the shipped plug's own recipe, under the flags
     assert main(args) == 0
     metadata = read_metadata(out)
     assert metadata.config.persona_tokens == more and metadata.config.soft_tokens == more + 1
+    assert dataclasses.replace(metadata.config, persona_tokens=start.config.persona_tokens) == start.config
+    assert metadata.training["max_steps"] == 1 and metadata.training["seed"] == start.training["seed"]
     kwargs = {"llm_id": start.llm_id, "llm_dim": start.config.llm_dim}
     kwargs |= {"encoder_id": start.encoder_id, "encoder_dim": start.config.encoder_dim}
     before, _ = load_plug(shipped, **kwargs)

@@ -10,6 +10,8 @@ import logging
 import os
 import sys
 
+from ..config import add_settings_arguments, settings_from_args
+
 os.environ.setdefault("HF_HUB_OFFLINE", "0" if os.environ.get("SPACE_ID") else "1")  # Spaces: online
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -78,22 +80,16 @@ def parser() -> argparse.ArgumentParser:
         default=env("PERSONA_DEMO_PLUG"),
         help="plug for free prompts and chat (env PERSONA_DEMO_PLUG)",
     )
-    p.add_argument("--llm", help="LLM id or folder (env PERSONA_DEMO_LLM)")
-    p.add_argument("--encoder", help="history encoder id or folder (env PERSONA_DEMO_ENCODER)")
-    p.add_argument("--device", help="auto, cpu, cuda, cuda:N (env PERSONA_DEMO_DEVICE)")
-    p.add_argument(
-        "--quantize", choices=["auto", "none", "nf4"], help="LLM quantization (env PERSONA_DEMO_QUANTIZATION)"
-    )
     p.add_argument(
         "--auth",
         default=env("PERSONA_DEMO_AUTH"),
         help="user:password to require a login (env PERSONA_DEMO_AUTH)",
     )
+    add_settings_arguments(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..config import Settings
     from ..data.seed import ensure_seed_personas
     from ..data.store import PersonaStore
     from ..engine.checkpoint import resolve_plug_path
@@ -105,9 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         auth = parse_auth(args.auth)
-        settings = Settings.from_env(
-            llm=args.llm, encoder=args.encoder, device=args.device, quantization=args.quantize
-        )
+        settings = settings_from_args(args)
         warm_umap()  # numba compiles while the models load
         store = PersonaStore(args.db)
         ensure_seed_personas(store)  # first start: example personas, so the demo is alive at once

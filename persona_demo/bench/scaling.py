@@ -68,7 +68,7 @@ def worker(batch_size: int, repeats: int, data_dir: Path | None) -> dict | None:
     from .bench import BenchConfig, load_examples
 
     dist = distributed.current(1, batch_size)
-    engine = PersonaEngine.from_settings(distributed.settings_for(Settings.from_env(), dist))
+    engine = PersonaEngine.from_settings(distributed.settings_for(Settings.from_env(), dist, training=True))
     examples = load_examples(BenchConfig(data_dir=data_dir), batch_size)
     batch = [Example(p, p, h, "A short headline about the news") for p, h, _ in examples]
     trainer = PlugTrainer(engine, TrainConfig(batch_size=batch_size), dist)

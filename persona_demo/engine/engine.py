@@ -225,7 +225,9 @@ class PersonaEngine:
     ) -> Iterator[Comparison]:
         """`compare`, yielding both texts after every generated token."""
         started = time.perf_counter()
-        plugged, plain, weights = self.rows(prompt, history, strength, query, plug, plain_prompt, soft_tokens)
+        plugged, plain, weights = self.rows(
+            prompt, history, strength, query, plug, plain_prompt, soft_tokens, reference_prompt
+        )
         for with_plug, without_plug in self.llm.stream([plugged, plain], options or self.default_options()):
             yield Comparison(with_plug, without_plug, weights, time.perf_counter() - started)
 

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from ..config import Settings
+from ..engine.models import resolve_device
 from ..errors import PersonaDemoError
 
 T = TypeVar("T")
@@ -172,11 +173,17 @@ def current(grad_accum: int = 1, batch_size: int = 0) -> Single:
     return Accelerated(grad_accum, batch_size) if launched_by_accelerate() else Single()
 
 
-def settings_for(settings: Settings, dist: Single) -> Settings:
-    """Each process on its own device (cuda:LOCAL_RANK), and CPU threads split between local processes."""
-    if dist.num_processes == 1 and dist.device is None:
-        return settings
+def settings_for(settings: Settings, dist: Single, training: bool = False) -> Settings:
+    """Each process on its own device (cuda:LOCAL_RANK), and CPU threads split between local processes.
+
+    For `training`, the frozen LLM keeps fp32 weights on a CPU even where inference runs it in bf16: the
+    config's bf16 autocast gives the speed, and a bf16 residual stream would round what the plug learns from."""
     changes: dict[str, object] = {}
+    on_cpu = dist.device is None or dist.device.type == "cpu"
+    if training and settings.dtype == "auto" and on_cpu and resolve_device(settings).type == "cpu":
+        changes["dtype"] = "float32"
+    if dist.num_processes == 1 and dist.device is None:
+        return replace(settings, **changes) if changes else settings
     if dist.device is not None and dist.device.type == "cuda":
         changes["device"] = str(dist.device)
     if not settings.threads and dist.device is not None and dist.device.type == "cpu":

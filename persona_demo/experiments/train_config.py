@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from ..errors import PersonaDemoError
@@ -125,11 +126,61 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             )
 
 
-def config_from_args(args: argparse.Namespace, **more: Any) -> TrainConfig:
-    """The TrainConfig a parsed `train` command asks for (`more`: settings that are not plain flags)."""
+def config_from_args(
+    args: argparse.Namespace, recipe: dict[str, Any] | None = None, **more: Any
+) -> TrainConfig:
+    """The TrainConfig a parsed `train` command asks for: its flags over the recipe's `training` block over
+    the defaults (`more`: settings that are not plain flags)."""
     given = {
         f.name: value
         for f in fields(TrainConfig)
         if "help" in f.metadata and (value := getattr(args, f.name, None)) is not None
     }
-    return TrainConfig(**given, **more).validated()
+    return TrainConfig(**{**(recipe or {}), **given, **more}).validated()
+
+
+RECIPE_PLUG_KEYS = {
+    "tau",
+    "aggregation",
+    "persona_tokens",
+    "learned_attention",
+    "centre_persona",
+    "centre_strength",
+    "query_encoder",
+}
+"""The plug's shape in a recipe's `config` block: a plug sidecar's `config` without what the models fix
+(encoder_dim, llm_dim, token_norm)."""
+
+DERIVED_PLUG_KEYS = {"encoder_dim", "llm_dim", "token_norm"}
+RUN_STATE_KEYS = {"step"}
+SIDECAR_ONLY_KEYS = {"format", "llm_id", "encoder_id", "task", "metrics"}
+"""Sidecar keys a recipe may carry (a sidecar copied as it is) that training measures instead of reading."""
+
+
+def read_recipe(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(training settings, plug shape) from a recipe file: YAML with a `training` block (TrainConfig fields)
+    and a `config` block (the plug's shape), the same two blocks a trained plug's .json sidecar holds."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise PersonaDemoError(f"Cannot read the recipe {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise PersonaDemoError(f"The recipe {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict) or not set(data) <= {"training", "config", *SIDECAR_ONLY_KEYS}:
+        raise PersonaDemoError(
+            f"The recipe {path} must hold a `training` and/or a `config` block, nothing else"
+        )
+    training = dict(data.get("training") or {})
+    plug = dict(data.get("config") or {})
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(
+        (set(training) - known - RUN_STATE_KEYS) | (set(plug) - RECIPE_PLUG_KEYS - DERIVED_PLUG_KEYS)
+    )
+    if unknown:
+        raise PersonaDemoError(f"The recipe {path} has settings train does not know: {', '.join(unknown)}")
+    return (
+        {k: v for k, v in training.items() if k not in RUN_STATE_KEYS},
+        {k: v for k, v in plug.items() if k in RECIPE_PLUG_KEYS},
+    )

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .soak import Sample
+
+@dataclass
+class Sample:
+    """One request as a soak user saw it."""
+
+    endpoint: str
+    latency_s: float
+    queue_wait_s: float | None
+    ok: bool
 
 
 def percentile(values: list[float], q: float) -> float:

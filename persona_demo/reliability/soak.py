@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .report import percentile, summarize
+from .report import Sample, percentile, summarize
 from .server import StudioProcess, start_studio
 
 OPS = ("add_text", "upload_history", "compare", "add_text", "edit_item", "chat", "select_persona")
@@ -38,14 +38,6 @@ class SoakConfig:
     fraction of the run, whichever comes first; RSS growth is measured from there."""
     seed: int = 0
     workdir: Path | None = None
-
-
-@dataclass
-class Sample:
-    endpoint: str
-    latency_s: float
-    queue_wait_s: float | None
-    ok: bool
 
 
 @dataclass

@@ -5,7 +5,7 @@ the centre is set to the training set's mean projected item (as `train --centre-
 training-time dev scores (NLL, contrastive hinge) and collapse detector are printed as JSON lines. This is
 how `train --centre-strength` was chosen; it trains nothing.
 
-Usage: PYTHONPATH=. HF_HUB_OFFLINE=1 python scripts/centre_strength_curve.py PLUG DATA_DIR BETAS [K]
+Usage: PYTHONPATH=. HF_HUB_OFFLINE=1 python research/centre_strength_curve.py PLUG DATA_DIR BETAS [K]
 e.g.   ... assets/plugs/huffpost_headline.safetensors ../shared/data/huffpost_headline 0,0.5,0.6 3
 """
 

@@ -10,7 +10,7 @@
    reviewer's history vectors (the review texts alone, as the plug embeds them, or with each review's score
    added last or in words first), or plus two numbers from the history (mean score, share of 5s).
 
-Usage: PYTHONPATH=. HF_HUB_OFFLINE=1 python scripts/rating_signal.py DATA_DIR PLUG [SPLIT]
+Usage: PYTHONPATH=. HF_HUB_OFFLINE=1 python research/rating_signal.py DATA_DIR PLUG [SPLIT]
 e.g.   ... ../shared/data/amazon_mi_rating assets/plugs/amazon_mi_rating.safetensors dev
 """
 
