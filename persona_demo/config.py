@@ -37,8 +37,8 @@ class Settings:
     device: str = "auto"
     """`auto` (CUDA when available, else CPU), `cpu`, `cuda`, `cuda:N`."""
     dtype: str = "auto"
-    """`auto` (bfloat16 on CUDA and on CPUs with native bf16 (AMX / AVX512-BF16), else float32), `float32`,
-    `bfloat16`, `float16`."""
+    """`auto` (bfloat16 on CUDA and on a CPU where bf16 is measured faster at start-up, e.g. AVX512-BF16 or AMX;
+    else float32), `float32`, `bfloat16`, `float16`."""
     quantization: str = "auto"
     """`auto` (4-bit nf4 on CUDA, none on CPU), `none`, `nf4`."""
     threads: int = 0
@@ -52,7 +52,7 @@ class Settings:
     generation_concurrency: int = 1
     """How many generations (compare/chat) the studio runs at once; others wait in the queue."""
     encoder_dtype: str = "auto"
-    """`auto` (bfloat16 on CUDA and on CPUs with native bf16 (AMX / AVX512-BF16), else float32), `float32`,
+    """`auto` (as `dtype`: bfloat16 on CUDA and where measured faster on a CPU, else float32), `float32`,
     `bfloat16`. bf16 vectors are within 1e-4 cosine of fp32 ones, so cached vectors stay interchangeable."""
     encoder_batch_size: int = 128
     """Texts per encoder batch at most; a batch also stops at `encoder_batch_tokens` padded tokens."""
@@ -122,7 +122,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
     group.add_argument(
         "--dtype",
-        help="auto (default: bfloat16 on CUDA and CPUs with native bf16, else float32), float32, bfloat16",
+        help="auto (default: bfloat16 on CUDA and on CPUs where it is measured faster, else float32), float32, "
+        "bfloat16",
     )
     group.add_argument("--quantization", help="auto (default: nf4 on CUDA, none on CPU), none, nf4")
     group.add_argument("--quantize", dest="quantization", help=argparse.SUPPRESS)  # the studio's older name
