@@ -26,6 +26,7 @@ from torch import nn
 from ..engine.generation import FrozenLLM, GenerationOptions, Row
 from ..engine.models import wrap_llm
 from ..engine.plug import PersonaPlug, PlugConfig
+from .bench import interleaved
 
 SHAPES: dict[str, dict[str, object]] = {
     "135m": {  # HuggingFaceTB/SmolLM2-135M-Instruct's config (tests compare it with the embedded model's)
@@ -163,22 +164,14 @@ def timed(fn: Callable[[], object], device: str, repeats: int) -> float:
     return statistics.median(times)
 
 
-def interleaved_ratio(a: Callable[[], object], b: Callable[[], object], device: str, repeats: int) -> dict:
-    """median(a_i / b_i) over pairs run back to back, order flipped every pair (bench.interleaved's rule)."""
-    a(), b()
-    ta, tb = [], []
-    for i in range(repeats):
-        for fn, out in ((a, ta), (b, tb)) if i % 2 == 0 else ((b, tb), (a, ta)):
-            synchronize(device)
-            started = time.perf_counter()
-            fn()
-            synchronize(device)
-            out.append(time.perf_counter() - started)
-    return {
-        "ratio": statistics.median(x / y for x, y in zip(ta, tb)),
-        "a_s": statistics.median(ta),
-        "b_s": statistics.median(tb),
-    }
+def synchronized_clock(device: str) -> Callable[[], float]:
+    """perf_counter after the device's queued work is done, so `interleaved` times GPU work, not its launch."""
+
+    def clock() -> float:
+        synchronize(device)
+        return time.perf_counter()
+
+    return clock
 
 
 def bench_one(shape: str, dtype: str, config: ShapeBenchConfig) -> dict:
@@ -231,20 +224,19 @@ def bench_one(shape: str, dtype: str, config: ShapeBenchConfig) -> dict:
         result[f"generate_s_batch{batch}"] = generate_s
     if on_cuda:
         result["peak_memory_mb_batch2"] = torch.cuda.max_memory_allocated() / 2**20
-    overhead = interleaved_ratio(
-        lambda: llm.generate([plugged_row(prompts[0])], options),
-        lambda: llm.generate([Row(prompts[0])], options),
-        device,
+    clock = synchronized_clock(device)
+    result["plug_overhead"] = interleaved(
+        lambda _: llm.generate([plugged_row(prompts[0])], options),
+        lambda _: llm.generate([Row(prompts[0])], options),
         config.repeats,
-    )
-    result["plug_overhead"] = overhead["ratio"]
-    side = interleaved_ratio(
-        lambda: llm.generate([plugged_row(prompts[0]), Row(prompts[0])], options),
-        lambda: llm.generate([Row(prompts[0])], options),
-        device,
+        clock,
+    ).ratio
+    result["side_by_side"] = interleaved(
+        lambda _: llm.generate([plugged_row(prompts[0]), Row(prompts[0])], options),
+        lambda _: llm.generate([Row(prompts[0])], options),
         config.repeats,
-    )
-    result["side_by_side"] = side["ratio"]
+        clock,
+    ).ratio
     result["train_examples_per_s"] = train_examples_per_s(llm, plug, prompts[0], history, query, config)
     if on_cuda:
         result["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20

@@ -343,6 +343,16 @@ PLAUSIBILITY = 0.1
 """Persona guidance picks only among tokens with at least this share of the likeliest token's probability."""
 
 
+def guided_scores(persona_logits: torch.Tensor, reference_logits: torch.Tensor, scale: float) -> torch.Tensor:
+    """log p(t | persona) + g · (log p(t | persona) − log p(t | reference)) over the tokens the persona row
+    finds plausible. Adaptive plausibility (Li et al. 2023): only tokens the persona row itself finds likely
+    may win, so guidance re-ranks fluent continuations instead of promoting junk the reference dislikes."""
+    persona = persona_logits.float().log_softmax(-1)
+    reference = reference_logits.float().log_softmax(-1)
+    guided = persona + scale * (persona - reference)
+    return guided.masked_fill(persona < persona.max() + math.log(PLAUSIBILITY), -math.inf)
+
+
 class PersonaGuidance(LogitsProcessor):
     """Context-aware decoding for one row of a batch (Shi et al. 2023; classifier-free guidance for LMs).
 
@@ -362,14 +372,9 @@ class PersonaGuidance(LogitsProcessor):
         feed = torch.cat([self.reference, generated], dim=1) if self.cache is None else generated[:, -1:]
         out = self.model(input_ids=feed, past_key_values=self.cache, use_cache=True)
         self.cache = out.past_key_values
-        reference = out.logits[0, -1].float().log_softmax(-1).to(scores.device)
-        persona = scores[self.row].float().log_softmax(-1)
-        guided = persona + self.scale * (persona - reference)
-        # Adaptive plausibility (Li et al. 2023): only tokens the persona row itself finds likely may win, so
-        # guidance re-ranks fluent continuations instead of promoting junk the reference merely dislikes.
-        implausible = persona < persona.max() + math.log(PLAUSIBILITY)
+        reference = out.logits[0, -1].to(scores.device)
         scores = scores.clone()
-        scores[self.row] = guided.masked_fill(implausible, -math.inf).to(scores.dtype)
+        scores[self.row] = guided_scores(scores[self.row], reference, self.scale).to(scores.dtype)
         return scores
 
 
@@ -388,10 +393,7 @@ class ReferenceRowGuidance(LogitsProcessor):
         self.scale = scale
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        persona = scores[self.row].float().log_softmax(-1)
-        reference = scores[self.reference_row].float().log_softmax(-1)
-        guided = persona + self.scale * (persona - reference)
-        guided = guided.masked_fill(persona < persona.max() + math.log(PLAUSIBILITY), -math.inf)
+        guided = guided_scores(scores[self.row], scores[self.reference_row], self.scale)
         forced = torch.full_like(guided, -math.inf)
         forced[guided.argmax()] = 0.0
         scores = scores.clone()

@@ -179,8 +179,8 @@ def settings_for(settings: Settings, dist: Single, training: bool = False) -> Se
     For `training`, the frozen LLM keeps fp32 weights on a CPU even where inference runs it in bf16: the
     config's bf16 autocast gives the speed, and a bf16 residual stream would round what the plug learns from."""
     changes: dict[str, object] = {}
-    on_cpu = dist.device is None or dist.device.type == "cpu"
-    if training and settings.dtype == "auto" and on_cpu and resolve_device(settings).type == "cpu":
+    device = dist.device or resolve_device(settings)
+    if training and settings.dtype == "auto" and device.type == "cpu":
         changes["dtype"] = "float32"
     if dist.num_processes == 1 and dist.device is None:
         return replace(settings, **changes) if changes else settings
