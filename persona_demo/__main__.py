@@ -16,14 +16,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .cli_bench import add_bench_command
-    from .cli_evaluate import add_evaluate_command
-    from .cli_generate import add_generate_command
-    from .cli_report import add_report_command
-    from .cli_significance import add_significance_command
-    from .cli_soak import add_soak_command
-    from .cli_train import add_train_command
-    from .data.import_cli import add_import_command
+    from .cli.bench import add_bench_command
+    from .cli.evaluate import add_evaluate_command
+    from .cli.generate import add_generate_command
+    from .cli.import_personas import add_import_command
+    from .cli.report import add_report_command
+    from .cli.significance import add_significance_command
+    from .cli.soak import add_soak_command
+    from .cli.train import add_train_command
 
     parser = argparse.ArgumentParser(prog="python -m persona_demo", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")

@@ -9,6 +9,7 @@ import argparse
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import ClassVar
 
 from .errors import PersonaDemoError
 
@@ -63,16 +64,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Settings:
         """Build settings from `PERSONA_DEMO_<FIELD>` variables, then apply non-None overrides (CLI flags)."""
-        environ = dict(os.environ if environ is None else environ)
-        values: dict[str, object] = {}
-        for f in fields(cls):
-            raw = environ.get(ENV_PREFIX + f.name.upper())
-            if raw is not None and raw != "":
-                values[f.name] = _coerce(f.name, raw, f.type)
-        for name, value in overrides.items():
-            if value is not None:
-                values[name] = _coerce(name, value, next(f.type for f in fields(cls) if f.name == name))
-        return replace(cls(), **values).validated()
+        return _from_env(cls, environ, overrides).validated()
 
     def validated(self) -> Settings:
         """Reject settings that can't work, with a message naming the setting."""
@@ -99,6 +91,45 @@ class Settings:
         if not 8 <= self.encoder_max_length <= 8192:
             raise PersonaDemoError("encoder_max_length must be between 8 and 8192")
         return self
+
+
+@dataclass(frozen=True)
+class StudioSettings:
+    """Where and for whom the studio serves; the persona database's path is the store's (`PERSONA_DEMO_DB`)."""
+
+    host: str = "127.0.0.1"
+    """Bind address. Localhost unless told otherwise: the page can read and change every stored persona."""
+    port: int = 7860
+    plug: str = ""
+    """Plug for free prompts and chat (a task name or a .safetensors file); empty = the first shipped plug."""
+    auth: str = ""
+    """`user:password[,user2:password2]` to require a login; empty = none."""
+
+    ALIASES: ClassVar[dict[str, str]] = {"host": "GRADIO_SERVER_NAME", "port": "GRADIO_SERVER_PORT"}
+    """Variables honoured when the `PERSONA_DEMO_` one is unset (Hugging Face Spaces sets these)."""
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> StudioSettings:
+        environ = dict(os.environ if environ is None else environ)
+        for name, alias in cls.ALIASES.items():
+            if not environ.get(ENV_PREFIX + name.upper()) and environ.get(alias):
+                environ[ENV_PREFIX + name.upper()] = environ[alias]
+        return _from_env(cls, environ, overrides)
+
+
+def _from_env(cls, environ: dict[str, str] | None, overrides: dict[str, object]):
+    """An instance of the settings dataclass `cls`: defaults ← `PERSONA_DEMO_<FIELD>` ← non-None overrides."""
+    environ = dict(os.environ if environ is None else environ)
+    types = {f.name: f.type for f in fields(cls)}
+    values: dict[str, object] = {}
+    for name, kind in types.items():
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw is not None and raw != "":
+            values[name] = _coerce(name, raw, kind)
+    for name, value in overrides.items():
+        if value is not None:
+            values[name] = _coerce(name, value, types[name])
+    return replace(cls(), **values)
 
 
 def _coerce(name: str, value: object, annotation: object) -> object:

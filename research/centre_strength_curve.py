@@ -15,13 +15,13 @@ import json
 import sys
 from pathlib import Path
 
-from persona_demo.cli_generate import disk_embedding_cache
 from persona_demo.config import Settings
+from persona_demo.engine.cache import disk_embedding_cache
 from persona_demo.engine.checkpoint import copy_plug_weights, untrained_plug
 from persona_demo.engine.engine import PersonaEngine
-from persona_demo.experiments.train import PlugTrainer, TrainConfig, to_examples
 from persona_demo.tasks.lamp import load_split
 from persona_demo.tasks.nll import prompt_fit
+from persona_demo.training.train import PlugTrainer, TrainConfig, to_examples
 
 
 def main(plug_path: Path, data: Path, betas: list[float], k: int) -> None:
@@ -35,7 +35,7 @@ def main(plug_path: Path, data: Path, betas: list[float], k: int) -> None:
     for beta in betas:
         shape = {
             "persona_tokens": trained.config.persona_tokens,
-            "learned_attention": trained.config.learned_attention,
+            "aggregation": trained.config.aggregation,
         }
         if beta > 0:
             shape |= {"centre_persona": True, "centre_strength": beta}

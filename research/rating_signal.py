@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
-from persona_demo.cli_generate import disk_embedding_cache
 from persona_demo.config import Settings
+from persona_demo.engine.cache import disk_embedding_cache
 from persona_demo.engine.engine import PersonaEngine
-from persona_demo.experiments.evaluate import gold_examples, method_inputs
+from persona_demo.evaluation.evaluate import gold_examples, method_inputs
 from persona_demo.tasks.labels import choose_label, label_log_probs
 
 BATCH = 8

@@ -31,7 +31,7 @@ def bf16_engine(settings, loaded_encoder):
 
 @pytest.mark.skipif(not HEADLINE_DATA.is_dir(), reason="shared LaMP-format data not present")
 def test_the_headline_plugs_nll_in_bf16_is_within_half_a_percent_of_fp32(engine, bf16_engine, settings):
-    from persona_demo.experiments.evaluate_nll import lamp_items
+    from persona_demo.evaluation.evaluate_nll import lamp_items
 
     engine.load_plug(settings.plugs_dir / "huffpost_headline.safetensors")
     _, items, _ = lamp_items(HEADLINE_DATA, "dev", NLL_EXAMPLES)

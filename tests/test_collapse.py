@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from persona_demo.engine.plug import PlugOutput
-from persona_demo.experiments.collapse import mean_cross_user_cosine, persona_cosines
+from persona_demo.evaluation.collapse import mean_cross_user_cosine, persona_cosines
 
 
 def test_only_pairs_of_different_users_that_fill_the_position_count():

@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from persona_demo.config import Settings
-from persona_demo.experiments.distributed import Accelerated, Single, launched_by_accelerate, settings_for
+from persona_demo.engine.distributed import Accelerated, Single, launched_by_accelerate, settings_for
 from tests.conftest import free_port
 from tests.test_train import write_lamp4
 
@@ -96,8 +96,8 @@ def test_launch_detection():
 
 def test_sharded_loss_gives_the_whole_batch_gradient(engine, tmp_path):
     """Σ over processes of ∇(nll_r · W / global tokens), averaged as DDP does, = ∇ of the 1-process loss."""
-    from persona_demo.experiments.train import PlugTrainer, TrainConfig, to_examples
     from persona_demo.tasks.lamp import load_split
+    from persona_demo.training.train import PlugTrainer, TrainConfig, to_examples
 
     write_lamp4(tmp_path)
     batch = to_examples(load_split(tmp_path, "train"))
@@ -185,7 +185,7 @@ def test_two_processes_evaluate_each_question_once_in_order(tmp_path):
 
 
 def test_sigterm_mid_epoch_then_resume_equals_an_uninterrupted_two_process_run(tmp_path):
-    from persona_demo.experiments.train import state_path
+    from persona_demo.training.train import state_path
 
     data = train_only_fixture(tmp_path / "data", 6)
     args = ["train", "--data", str(data), "--max-steps", "8", "--batch-size", "2", "--lr", "1e-2"]

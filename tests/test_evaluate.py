@@ -7,7 +7,7 @@ import json
 import pytest
 
 from persona_demo.errors import PersonaDemoError
-from persona_demo.experiments.evaluate import (
+from persona_demo.evaluation.evaluate import (
     METHODS,
     RATING_BASELINES,
     evaluate,
@@ -58,8 +58,8 @@ def test_unknown_method_is_refused(engine, tmp_path):
 
 
 def test_significance_and_report_read_two_runs(engine, tmp_path):
-    from persona_demo.cli_report import report
-    from persona_demo.cli_significance import significance
+    from persona_demo.cli.report import report
+    from persona_demo.cli.significance import significance
 
     data = tmp_path / "data"
     data.mkdir()
@@ -78,7 +78,7 @@ def test_significance_and_report_read_two_runs(engine, tmp_path):
 
 
 def test_significance_refuses_a_folder_without_predictions(tmp_path):
-    from persona_demo.cli_significance import significance
+    from persona_demo.cli.significance import significance
 
     data = tmp_path / "data"
     data.mkdir()
@@ -163,7 +163,7 @@ def test_record_stores_dev_scores_in_the_plug(engine, tmp_path, capsys):
 def test_hybrid_reads_as_many_items_as_its_plug_was_trained_with():
     from types import SimpleNamespace
 
-    from persona_demo.cli_evaluate import default_k
+    from persona_demo.cli.evaluate import default_k
     from persona_demo.engine.checkpoint import PlugMetadata
     from persona_demo.engine.plug import PlugConfig
 
@@ -176,3 +176,21 @@ def test_hybrid_reads_as_many_items_as_its_plug_was_trained_with():
     assert default_k(engine({"retrieval_k": 3}), "bm25") == 1  # text-only baselines keep LaMP's k=1
     assert default_k(engine({}), "pplug+bm25") == 1
     assert default_k(engine({"retrieval_k": "junk"}), "pplug+bm25") == 1
+
+
+def test_the_persona_prompt_keeps_as_many_words_as_its_plug_was_trained_with():
+    from types import SimpleNamespace
+
+    from persona_demo.cli.evaluate import default_words
+    from persona_demo.engine.checkpoint import PlugMetadata
+    from persona_demo.engine.plug import PlugConfig
+    from persona_demo.tasks.persona_prompt import DEFAULT_PROMPT
+
+    def engine(training):
+        config = PlugConfig(encoder_dim=4, llm_dim=4, token_norm=1.0)
+        return SimpleNamespace(plug_metadata=PlugMetadata("llm", "enc", config, training=training))
+
+    assert default_words(engine({"retrieval_k": 6, "words_per_text": 80}), "pplug+texts") == 80
+    assert default_words(engine({"words_per_text": 80}), "texts") == DEFAULT_PROMPT.words_per_text
+    assert default_words(engine({}), "pplug+texts") == DEFAULT_PROMPT.words_per_text
+    assert default_words(engine({"words_per_text": "junk"}), "pplug+texts") == DEFAULT_PROMPT.words_per_text

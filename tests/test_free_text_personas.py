@@ -14,7 +14,6 @@ import pytest
 from persona_demo.app.hybrid import hybrid_prompt, persona_history_texts
 from persona_demo.data.ingest import HistoryItem
 from persona_demo.errors import PersonaDemoError
-from persona_demo.experiments.train import TrainConfig, to_examples
 from persona_demo.tasks.lamp import (
     HELDOUT_SHARE,
     get_task,
@@ -22,6 +21,7 @@ from persona_demo.tasks.lamp import (
     load_split,
     user_split,
 )
+from persona_demo.training.train import TrainConfig, to_examples
 
 from .test_train import write_lamp4
 

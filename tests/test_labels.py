@@ -10,7 +10,7 @@ import torch
 
 from persona_demo.engine.generation import Row
 from persona_demo.errors import PersonaDemoError
-from persona_demo.experiments.evaluate import evaluate
+from persona_demo.evaluation.evaluate import evaluate
 from persona_demo.tasks.labels import choose_label, label_log_probs
 from persona_demo.tasks.nll import scoring_row
 from tests.test_evaluate import write_lamp3

@@ -1,9 +1,10 @@
 """The package's folders are its layers: a module imports only from its own layer or the ones below.
 
-engine (models, encoder, plug, generation, checkpoint) → tasks (LaMP specs, retrieval, label scoring, NLL, the
-persona prompt) → data (store, ingest, voice) → experiments (training, evaluation) → app (the studio) →
-bench, reliability (they time and load the studio) → the command line (`cli_*.py`, `__main__`). `config` and
-`errors` sit below everything."""
+engine (models, encoder, plug, generation, checkpoint, device placement) → tasks (LaMP specs, retrieval, label
+scoring, NLL, the persona prompt) → data (store, ingest, voice) → evaluation (metrics, NLL report, collapse
+detector) → training (it keeps the checkpoint that evaluates best) → app (the studio) → bench, reliability
+(they time and load the studio) → cli (one module per command; `__main__` builds the parser). `config` and
+`errors` sit below everything; nothing imports `cli`."""
 
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ LAYERS = {
     "engine": 1,
     "tasks": 2,
     "data": 3,
-    "experiments": 4,
-    "app": 5,
-    "bench": 6,
-    "reliability": 6,
+    "evaluation": 4,
+    "training": 5,
+    "app": 6,
+    "bench": 7,
+    "reliability": 7,
+    "cli": 8,
 }
-TOP = 7  # cli_*.py, __main__, __init__
+TOP = 9  # __main__, __init__
 
 
 def layer(parts: list[str]) -> int:
@@ -63,3 +66,38 @@ def test_imports_only_go_down_the_layers():
 def test_every_folder_has_a_layer():
     folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
     assert folders <= set(LAYERS), folders - set(LAYERS)
+
+
+def module_name(parts: list[str]) -> str | None:
+    """The module a target of `imported_modules` names: `engine.plug` for ['engine', 'plug', 'PlugOutput']."""
+    for end in range(len(parts), 0, -1):
+        path = PACKAGE.joinpath(*parts[:end])
+        if path.with_suffix(".py").is_file() or (path / "__init__.py").is_file():
+            return ".".join(parts[:end])
+    return None
+
+
+def test_no_import_cycles_between_modules():
+    graph: dict[str, set[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        here = ".".join(parts)
+        targets = {module_name(t) for t in imported_modules(path)}
+        graph[here] = {t for t in targets if t and t != here and t != here.rsplit(".", 1)[0]}
+    cycles, state = [], {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                cycles.append(" -> ".join(trail[trail.index(nxt) :] + [nxt]))
+            elif nxt not in state:
+                visit(nxt, trail + [nxt])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)

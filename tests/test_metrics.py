@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from persona_demo.errors import PersonaDemoError
-from persona_demo.experiments.metrics import (
+from persona_demo.evaluation.metrics import (
     classification_metrics,
     classification_per_example,
     compute_metrics,

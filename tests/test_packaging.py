@@ -69,3 +69,16 @@ def test_app_binds_to_localhost_unless_told(monkeypatch):
     monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")  # what Hugging Face Spaces sets
     assert parser().parse_args([]).host == "0.0.0.0"
     assert parser().parse_args(["--host", "10.0.0.2"]).host == "10.0.0.2"
+
+
+def test_studio_settings_come_from_the_environment_once(monkeypatch, capsys):
+    from persona_demo.app.launch import main, parser
+
+    monkeypatch.setenv("PERSONA_DEMO_PORT", "7999")
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "8001")  # the project's own variable wins
+    monkeypatch.setenv("PERSONA_DEMO_PLUG", "acl_title")
+    args = parser().parse_args([])
+    assert (args.port, args.plug, args.auth) == (7999, "acl_title", None)
+    monkeypatch.setenv("PERSONA_DEMO_PORT", "seventy")
+    assert main([]) == 2  # a message, not a traceback, before any model loads
+    assert "port expects a whole number" in capsys.readouterr().err

@@ -107,14 +107,22 @@ def test_bad_plug_config_is_refused():
     with pytest.raises(ValueError):
         PlugConfig(encoder_dim=8, llm_dim=12, token_norm=3.0, persona_tokens=0)
     with pytest.raises(ValueError, match="learned attention"):
-        PlugConfig(encoder_dim=8, llm_dim=12, token_norm=3.0, aggregation="mean", learned_attention=True)
+        PlugConfig.from_dict(
+            {
+                "encoder_dim": 8,
+                "llm_dim": 12,
+                "token_norm": 3.0,
+                "aggregation": "mean",
+                "learned_attention": True,
+            }
+        )
 
 
 def test_learned_attention_starts_as_the_papers_and_trains():
     """W = 0 and s = 0 at start: the same weights and tokens as the fixed attention; then the query map and
     the scale get gradients, and a larger scale sharpens the weights."""
     query, history, mask = batch()
-    fixed, learned = make_plug(persona_tokens=2), make_plug(persona_tokens=2, learned_attention=True)
+    fixed, learned = make_plug(persona_tokens=2), make_plug(persona_tokens=2, aggregation="learned-attention")
     a, b = fixed(query, history, mask), learned(query, history, mask)
     assert torch.allclose(a.weights, b.weights) and torch.allclose(a.soft_tokens, b.soft_tokens)
     b.soft_tokens[:, 1:].pow(3).sum().backward()  # any loss that depends on which items are attended
@@ -131,11 +139,11 @@ def test_init_from_a_plug_without_learned_attention(engine):
     from persona_demo.engine.checkpoint import copy_plug_weights, untrained_plug
 
     plain = untrained_plug(engine.default_plug_config(), seed=3)
-    learned = untrained_plug(engine.default_plug_config(learned_attention=True), seed=0)
+    learned = untrained_plug(engine.default_plug_config(aggregation="learned-attention"), seed=0)
     copy_plug_weights(learned, plain, "plain.safetensors")
     assert torch.equal(learned.history_proj[0].weight, plain.history_proj[0].weight)
     assert float(learned.query_map.weight.abs().sum()) == 0
-    with pytest.raises(PersonaDemoError, match="--learned-attention"):
+    with pytest.raises(PersonaDemoError, match="--aggregation learned-attention"):
         copy_plug_weights(untrained_plug(engine.default_plug_config()), learned, "learned.safetensors")
 
 
@@ -238,7 +246,7 @@ def test_checkpoint_round_trip_reproduces_outputs(engine, bike_history, tmp_path
 def test_learned_attention_survives_a_checkpoint(engine, bike_history, tmp_path):
     from persona_demo.engine.checkpoint import new_plug_metadata, untrained_plug
 
-    plug = untrained_plug(engine.default_plug_config(learned_attention=True, persona_tokens=2))
+    plug = untrained_plug(engine.default_plug_config(aggregation="learned-attention", persona_tokens=2))
     with torch.no_grad():
         plug.query_map.weight.normal_(0, 0.1)
         plug.attention_log_scale.fill_(1.5)

@@ -10,7 +10,7 @@ import torch
 
 from persona_demo.engine.checkpoint import copy_plug_weights, read_metadata, untrained_plug
 from persona_demo.errors import PersonaDemoError
-from persona_demo.experiments.train import PlugTrainer, TrainConfig, train_plug
+from persona_demo.training.train import PlugTrainer, TrainConfig, train_plug
 from tests.test_train import write_lamp4
 
 QUERIES = ["Generate a headline for the following article: bikes.", "A story about sourdough."]

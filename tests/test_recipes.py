@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from persona_demo.cli_train import plug_shape
+from persona_demo.cli.train import add_train_command, plug_shape
 from persona_demo.engine.checkpoint import read_metadata
 from persona_demo.engine.plug import PlugConfig
 from persona_demo.errors import PersonaDemoError
-from persona_demo.experiments.train_config import TrainConfig, add_config_flags, config_from_args, read_recipe
+from persona_demo.training.train_config import TrainConfig, config_from_args, read_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "configs" / "train").glob("*.yaml"))
@@ -31,6 +31,7 @@ def test_a_recipe_is_its_plugs_sidecar(recipe):
     recorded["user_holdout"] = not sidecar.saw_every_author
     assert TrainConfig(**training) == TrainConfig(**recorded)
     assert PlugConfig(**{**derived(sidecar.config), **plug}) == sidecar.config
+    assert "learned_attention" not in sidecar.config.to_dict()  # one aggregation choice
 
 
 PLUG_DERIVED = ("encoder_dim", "llm_dim", "token_norm")
@@ -41,15 +42,10 @@ def derived(config: PlugConfig) -> dict[str, object]:
 
 
 def parsed(*argv: str) -> argparse.Namespace:
+    """`train` flags as the real command parses them."""
     parser = argparse.ArgumentParser()
-    add_config_flags(parser)
-    for name in ("--tau", "--centre-strength"):
-        parser.add_argument(name, type=float)
-    parser.add_argument("--aggregation")
-    parser.add_argument("--persona-tokens", type=int)
-    for name in ("--learned-attention", "--centre-persona", "--train-query-encoder"):
-        parser.add_argument(name, action="store_true")
-    return parser.parse_args(list(argv))
+    add_train_command(parser.add_subparsers())
+    return parser.parse_args(["train", "--data", "d", "--out", "p.safetensors", *argv])
 
 
 def test_flags_override_the_recipe_and_the_recipe_overrides_defaults(tmp_path):
@@ -84,3 +80,18 @@ def test_a_bad_recipe_is_refused_with_what_is_wrong(tmp_path, text, message):
         read_recipe(recipe)
     with pytest.raises(PersonaDemoError, match="Cannot read"):
         read_recipe(tmp_path / "missing.yaml")
+
+
+def test_learned_attention_is_one_aggregation_choice(tmp_path):
+    assert plug_shape(parsed("--aggregation", "learned-attention"), {}) == {
+        "aggregation": "learned-attention"
+    }
+    assert plug_shape(parsed("--learned-attention"), {}) == {"aggregation": "learned-attention"}  # older flag
+    older = tmp_path / "older.yaml"  # a sidecar written when learned attention was a separate flag
+    older.write_text("config:\n  aggregation: attention\n  learned_attention: true\n")
+    assert read_recipe(older)[1] == {"aggregation": "learned-attention"}
+    older.write_text("config:\n  aggregation: mean\n  learned_attention: true\n")
+    with pytest.raises(PersonaDemoError, match="learned attention needs aggregation 'attention'"):
+        read_recipe(older)
+    with pytest.raises(SystemExit):
+        parsed("--aggregation", "max")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from persona_demo.data.import_cli import add_import_command
+from persona_demo.cli.import_personas import add_import_command
 from persona_demo.data.ingest import HistoryItem, IngestLimits
 from persona_demo.data.seed import SEED_PERSONAS, ensure_seed_personas
 from persona_demo.data.store import (

@@ -274,7 +274,7 @@ def test_callbacks_turn_any_failure_into_a_readable_message():
     import gradio as gr
     import torch
 
-    from persona_demo.app.ui import user_errors
+    from persona_demo.app.panels.common import user_errors
 
     @user_errors
     def crash(kind):
@@ -360,3 +360,27 @@ def test_rating_task_answers_with_a_star_and_its_distribution(studio_service):
         assert [part.split(":")[0] for part in spread.strip("()").split(" · ")] == ["1", "2", "3", "4", "5"]
     assert len(result.weights) == len(texts)
     assert studio_service.store.list_generations(pid)[0].output_personal == result.with_plug
+
+
+def test_chat_prompt_is_the_one_its_plug_was_trained_on(studio_service):
+    """Texts and words per text come from the chat plug's own training record (`--retrieval-k`,
+    `--words-per-text`), so the studio asks the plug what it learned to read."""
+    from dataclasses import replace
+
+    from persona_demo.app.tasks import FREE_TASK
+
+    loaded = studio_service.tasks[FREE_TASK.key]
+    try:
+        training = {**loaded.metadata.training, "retrieval_k": 2, "words_per_text": 5}
+        studio_service.tasks[FREE_TASK.key] = replace(
+            loaded, metadata=replace(loaded.metadata, training=training)
+        )
+        config = studio_service.prompt_config()
+        assert (config.texts, config.words_per_text) == (2, 5)
+        texts = ["one two three four five six seven", "alpha beta gamma delta epsilon zeta", "x y z"]
+        conversation = [{"role": "user", "content": "Tell me about your day."}]
+        system = studio_service.persona_prompt(texts, conversation, "Tell me about your day.")[0]["content"]
+        listed = [line for line in system.splitlines() if line.startswith("- ")]
+        assert len(listed) == 2 and all(len(line[2:].removesuffix(" ...").split()) <= 5 for line in listed)
+    finally:
+        studio_service.tasks[FREE_TASK.key] = loaded

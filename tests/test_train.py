@@ -12,7 +12,7 @@ import torch
 from persona_demo.engine.checkpoint import read_metadata
 from persona_demo.engine.generation import GenerationOptions
 from persona_demo.errors import PersonaDemoError
-from persona_demo.experiments.train import TrainConfig, history_dropout, train_plug
+from persona_demo.training.train import TrainConfig, history_dropout, train_plug
 
 
 def write_lamp4(folder, n: int = 4) -> None:
@@ -88,7 +88,7 @@ def _fresh_plug(engine, seed: int = 0) -> None:
 def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(engine, tmp_path):
     import torch
 
-    from persona_demo.experiments.train import PlugTrainer, TrainingInterrupted, state_path
+    from persona_demo.training.train import PlugTrainer, TrainingInterrupted, state_path
 
     write_lamp4(tmp_path)
     config = TrainConfig(max_steps=4, batch_size=2, lr=1e-2, eval_every=2, warmup_ratio=0.25)
@@ -119,7 +119,7 @@ def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(engine, tmp_pa
 
 
 def test_resume_needs_a_matching_state(engine, tmp_path):
-    from persona_demo.experiments.train import PlugTrainer, TrainingInterrupted
+    from persona_demo.training.train import PlugTrainer, TrainingInterrupted
 
     write_lamp4(tmp_path)
     out = tmp_path / "plug.safetensors"
@@ -135,8 +135,8 @@ def test_resume_needs_a_matching_state(engine, tmp_path):
 
 
 def _splits(folder):
-    from persona_demo.experiments.train import to_examples
     from persona_demo.tasks.lamp import load_split
+    from persona_demo.training.train import to_examples
 
     return to_examples(load_split(folder, "train")), to_examples(load_split(folder, "dev"))
 
@@ -186,9 +186,9 @@ def test_train_cli_starts_from_a_shipped_plug_with_more_persona_tokens(tmp_path,
 
 def test_retrieval_k_trains_on_the_hybrid_prompt(tmp_path):
     """--retrieval-k 1: the training prompt is pplug+bm25's (own top item as text, then the input)."""
-    from persona_demo.experiments.train import to_examples
     from persona_demo.tasks.lamp import load_split
     from persona_demo.tasks.retrieval import build_rag_prompt
+    from persona_demo.training.train import to_examples
 
     write_lamp4(tmp_path)
     dataset = load_split(tmp_path, "train")
@@ -205,8 +205,8 @@ def test_retrieval_k_trains_on_the_hybrid_prompt(tmp_path):
 def test_retrieval_share_mixes_plain_and_hybrid_prompts_with_matching_negatives(tmp_path):
     """--retrieval-share 0.5: a seeded half of the prompts carry retrieved text, the rest are plain; each
     example's negative is built like its own prompt, so the contrast is only ever between histories."""
-    from persona_demo.experiments.train import to_examples
     from persona_demo.tasks.lamp import load_split
+    from persona_demo.training.train import to_examples
 
     write_lamp4(tmp_path, n=8)
     dataset = load_split(tmp_path, "train")
@@ -227,8 +227,8 @@ def test_retrieval_share_mixes_plain_and_hybrid_prompts_with_matching_negatives(
 def test_contrastive_negatives_are_another_users_history_and_items(tmp_path):
     """--contrastive: each example's negative is another user's history; with retrieval, that user's items
     ranked against this example's own question (never its own items, never another question)."""
-    from persona_demo.experiments.train import to_examples
     from persona_demo.tasks.lamp import load_split
+    from persona_demo.training.train import to_examples
 
     write_lamp4(tmp_path)
     dataset = load_split(tmp_path, "train")
@@ -246,8 +246,8 @@ def test_contrastive_term_penalises_only_a_shortfall_and_has_gradients(engine, t
     """The hinge is relu(margin − (NLL_shuffled − NLL_own)) per example: 0 when own beats shuffled by the
     margin, and otherwise it moves the plug (the term reaches the plug's parameters)."""
 
-    from persona_demo.experiments.train import PlugTrainer, to_examples
     from persona_demo.tasks.lamp import load_split
+    from persona_demo.training.train import PlugTrainer, to_examples
 
     write_lamp4(tmp_path)
     _fresh_plug(engine)
@@ -287,9 +287,9 @@ def test_contrastive_training_runs_and_records_its_settings(engine, tmp_path):
 def test_learned_attention_gets_its_own_learning_rate(engine):
     """--attention-lr: the query map and scale form their own AdamW group (no weight decay)."""
     from persona_demo.engine.checkpoint import untrained_plug
-    from persona_demo.experiments.train import PlugTrainer
+    from persona_demo.training.train import PlugTrainer
 
-    engine.plug = untrained_plug(engine.default_plug_config(learned_attention=True))
+    engine.plug = untrained_plug(engine.default_plug_config(aggregation="learned-attention"))
     groups = PlugTrainer(engine, TrainConfig(attention_lr=0.03)).parameter_groups()
     assert len(groups) == 2 and groups[1]["lr"] == 0.03 and groups[1]["weight_decay"] == 0.0
     assert {id(p) for p in groups[1]["params"]} == {
@@ -307,7 +307,7 @@ def test_centred_training_starts_at_the_training_mean_and_logs_both_cosines(engi
     """--centre-persona: the centre starts at the mean projected training item; the collapse detector
     reports the cosine the LLM sees and the one before the centre comes off."""
     from persona_demo.engine.checkpoint import untrained_plug
-    from persona_demo.experiments.train import PlugTrainer
+    from persona_demo.training.train import PlugTrainer
 
     write_lamp4(tmp_path)
     engine.plug = untrained_plug(engine.default_plug_config(centre_persona=True))
@@ -331,8 +331,8 @@ def test_centred_training_starts_at_the_training_mean_and_logs_both_cosines(engi
 def test_diversity_penalty_is_the_cosine_excess_and_pushes_users_apart(engine, tmp_path):
     """--diversity: relu(mean cross-user cosine of P_u − target); zero below the target, and a gradient step
     on it lowers the cosine (the collapse target)."""
-    from persona_demo.experiments.collapse import mean_cross_user_cosine
-    from persona_demo.experiments.train import PlugTrainer
+    from persona_demo.evaluation.collapse import mean_cross_user_cosine
+    from persona_demo.training.train import PlugTrainer
 
     write_lamp4(tmp_path)
     _fresh_plug(engine)

@@ -21,7 +21,6 @@ from persona_demo.data.voice import (
 )
 from persona_demo.engine.checkpoint import read_metadata
 from persona_demo.errors import PersonaDemoError
-from persona_demo.experiments.train import TrainConfig, train_plug
 from persona_demo.tasks.nll import (
     ScoringItem,
     derangement,
@@ -33,6 +32,7 @@ from persona_demo.tasks.nll import (
     user_bootstrap,
 )
 from persona_demo.tasks.persona_prompt import CONTENT_FREE_INSTRUCTIONS
+from persona_demo.training.train import TrainConfig, train_plug
 
 HOBBIES = ["cycling", "baking", "chess", "sailing", "gardening", "jazz"]
 
@@ -244,7 +244,7 @@ def test_text_retrieval_alone_is_scored_without_soft_tokens(engine):
 
 def test_hybrid_prompt_uses_the_right_users_items_never_the_question(tmp_path):
     """pplug+bm25: own = the user's own retrieved item; shuffled = the other user's; the gold never leaks."""
-    from persona_demo.experiments.evaluate_nll import lamp_items, rag_prompt_builder
+    from persona_demo.evaluation.evaluate_nll import lamp_items, rag_prompt_builder
 
     from .test_train import write_lamp4
 

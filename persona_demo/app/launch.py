@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 
-from ..config import add_settings_arguments, settings_from_args
+from ..config import StudioSettings, add_settings_arguments, settings_from_args
 
 os.environ.setdefault("HF_HUB_OFFLINE", "0" if os.environ.get("SPACE_ID") else "1")  # Spaces: online
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -61,29 +61,17 @@ def parse_auth(value: str | None) -> list[tuple[str, str]] | None:
 
 
 def parser() -> argparse.ArgumentParser:
-    env = os.environ.get
+    """The studio's flags; each default is its `PERSONA_DEMO_*` variable (`StudioSettings`), else the built-in."""
+    studio = StudioSettings.from_env()
     p = argparse.ArgumentParser(description="Persona Studio: a frozen LLM personalized by a Persona-Plug")
+    p.add_argument("--host", default=studio.host, help="address to bind (env PERSONA_DEMO_HOST)")
+    p.add_argument("--port", type=int, default=studio.port, help="env PERSONA_DEMO_PORT")
+    p.add_argument("--db", help="persona database file (env PERSONA_DEMO_DB)")
     p.add_argument(
-        "--host",
-        default=env("PERSONA_DEMO_HOST") or env("GRADIO_SERVER_NAME") or "127.0.0.1",
-        help="address to bind (env PERSONA_DEMO_HOST)",
+        "--plug", default=studio.plug or None, help="plug for free prompts and chat (env PERSONA_DEMO_PLUG)"
     )
     p.add_argument(
-        "--port",
-        type=int,
-        default=int(env("PERSONA_DEMO_PORT") or env("GRADIO_SERVER_PORT") or "7860"),
-        help="env PERSONA_DEMO_PORT",
-    )
-    p.add_argument("--db", default=env("PERSONA_DEMO_DB"), help="persona database file (env PERSONA_DEMO_DB)")
-    p.add_argument(
-        "--plug",
-        default=env("PERSONA_DEMO_PLUG"),
-        help="plug for free prompts and chat (env PERSONA_DEMO_PLUG)",
-    )
-    p.add_argument(
-        "--auth",
-        default=env("PERSONA_DEMO_AUTH"),
-        help="user:password to require a login (env PERSONA_DEMO_AUTH)",
+        "--auth", default=studio.auth or None, help="user:password to require a login (env PERSONA_DEMO_AUTH)"
     )
     add_settings_arguments(p)
     return p
@@ -98,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     from .space import warm_umap
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = parser().parse_args(argv)
     try:
+        args = parser().parse_args(argv)
         auth = parse_auth(args.auth)
         settings = settings_from_args(args)
         warm_umap()  # numba compiles while the models load

@@ -183,6 +183,20 @@ class StudioService:
     def personas(self, search: str = "") -> list[PersonaSummary]:
         return self.store.list_personas(search or "")
 
+    def persona(self, persona_id: int | None) -> PersonaSummary:
+        """One persona's name and item count (the page's status lines)."""
+        return self.store.get_persona(self._require(persona_id))
+
+    def item_text(self, item_id: int | None) -> str:
+        """A history item's text, for the edit box; "" when none is picked."""
+        return "" if item_id is None else self.store.get_item(int(item_id)).text
+
+    def persona_vector(self, persona_id: int | None) -> np.ndarray | None:
+        """The persona's stored map embedding (None before the first text): the map's "moved from" marker."""
+        if persona_id is None:
+            return None
+        return self.store.get_persona_vector(int(persona_id), self.embedding_id())
+
     def create_persona(self, name: str) -> int:
         return self.store.create_persona(name)
 
@@ -493,8 +507,13 @@ class StudioService:
 
     def prompt_config(self) -> PersonaPromptConfig:
         """As many texts as the chat plug was trained with (`train --retrieval-k`), else the default."""
-        trained = self.tasks[FREE_TASK.key].metadata.retrieval_k
-        return PersonaPromptConfig(texts=trained) if trained else DEFAULT_PROMPT
+        metadata = self.tasks[FREE_TASK.key].metadata
+        if not metadata.retrieval_k:
+            return DEFAULT_PROMPT
+        return PersonaPromptConfig(
+            texts=metadata.retrieval_k,
+            words_per_text=metadata.words_per_text or DEFAULT_PROMPT.words_per_text,
+        )
 
     def _require(self, persona_id: int | None) -> int:
         pid = row_id(persona_id)

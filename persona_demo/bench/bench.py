@@ -27,6 +27,7 @@ from ..engine.engine import PersonaEngine
 from ..engine.generation import GenerationOptions, Row
 from ..engine.hardware import cpu_description, short_cpu
 from . import STEPS
+from .inputs import load_examples, synthetic_articles
 
 TARGETS = {
     "plug_overhead": ("<=", 1.05),
@@ -107,34 +108,11 @@ def interleaved(
     )
 
 
-def synthetic_articles(n: int) -> list[str]:
-    topics = ["city budget", "storm damage", "school board", "film festival", "tech layoffs", "election"]
-    return [
-        f"Article {i}: officials discussed the {topics[i % len(topics)]} on day {i}, with residents "
-        f"raising concerns about costs, timelines and who will pay for the plan in the coming year."
-        for i in range(n)
-    ]
-
-
-def load_examples(config: BenchConfig, n: int) -> list[tuple[str, list[str], object]]:
-    """(prompt, history, LaMP example or None) from huffpost_headline dev, else synthetic."""
-    if config.data_dir and (Path(config.data_dir) / "dev_questions.json").is_file():
-        from ..tasks.lamp import load_split
-
-        dataset = load_split(config.data_dir, "dev")
-        return [(e.input, dataset.spec.history_texts(e.profile), e) for e in dataset.examples[:n]]
-    articles = synthetic_articles(n + 20)
-    return [
-        (f"Generate a headline for the following article: {a}", articles[i + 1 : i + 19], None)
-        for i, a in enumerate(articles[:n])
-    ]
-
-
 # ------------------------------------------------------------------------------------------- measurements
 def bench_plug_overhead(engine: PersonaEngine, config: BenchConfig) -> dict:
     """Generation with the plug (query encoding + aggregation + its soft positions) ÷ without; equal token
     counts."""
-    examples = load_examples(config, config.generation_pairs + 1)
+    examples = load_examples(config.data_dir, config.generation_pairs + 1)
     options = GenerationOptions(max_new_tokens=config.new_tokens, min_new_tokens=config.new_tokens)
 
     def plain(i: int) -> None:
@@ -160,7 +138,7 @@ def bench_plug_overhead(engine: PersonaEngine, config: BenchConfig) -> dict:
 
 def bench_side_by_side(engine: PersonaEngine, config: BenchConfig) -> dict:
     """Both outputs in one batched call ÷ one plain generation (two sequential calls would be 2.0)."""
-    prompt, history, _ = load_examples(config, 1)[0]
+    prompt, history, _ = load_examples(config.data_dir, 1)[0]
     options = GenerationOptions(max_new_tokens=config.new_tokens, min_new_tokens=config.new_tokens)
     plugged, plain_row, _ = engine.rows(prompt, history)
     timing = interleaved(
@@ -204,7 +182,7 @@ def bench_chat_reply(engine: PersonaEngine, config: BenchConfig) -> dict:
     from ..app.args import reply_defaults
     from ..tasks.persona_prompt import DEFAULT_PROMPT, chosen_texts, persona_messages
 
-    _, history, _ = load_examples(config, 1)[0]
+    _, history, _ = load_examples(config.data_dir, 1)[0]
     turn = [{"role": "user", "content": CHAT_MESSAGE}]
     query_vector = engine.encoder.encode_queries([CHAT_MESSAGE])[0]
     chosen = chosen_texts(history, query_vector, engine.encoder.encode(history), DEFAULT_PROMPT)
@@ -237,7 +215,7 @@ def bench_pplug_vs_rag(engine: PersonaEngine, config: BenchConfig) -> dict:
     """PPlug's prompt (+2 soft positions) vs BM25 k=4 retrieval in the prompt: tokens and latency."""
     from ..tasks.retrieval import build_rag_prompt
 
-    examples = [e for e in load_examples(config, 16 if config.quick else 64) if e[2] is not None]
+    examples = [e for e in load_examples(config.data_dir, 16 if config.quick else 64) if e[2] is not None]
     if not examples:
         return {"skipped": "needs ../shared/data/huffpost_headline for LaMP inputs"}
     from ..tasks.lamp import TASKS
@@ -323,7 +301,7 @@ def encode_history_texts(config: BenchConfig, n: int) -> list[str]:
 
     Deduplicating the synthetic personas' overlapping histories left only ~220 texts, so --quick
     measured a 217-item history instead of the 1,000 the issue asks for."""
-    texts = list(dict.fromkeys(t for _, h, _ in load_examples(config, 200) for t in h))
+    texts = list(dict.fromkeys(t for _, h, _ in load_examples(config.data_dir, 200) for t in h))
     if len(texts) < n:
         seen = set(texts)
         texts += [a for a in synthetic_articles(n + len(texts)) if a not in seen][: n - len(texts)]
@@ -487,9 +465,9 @@ def _peak_rss_mb(pid: int) -> float | None:
 
 def bench_train_step(engine: PersonaEngine, config: BenchConfig) -> dict:
     """Training examples per second (frozen LLM, plug trainable) on a small synthetic batch."""
-    from ..experiments.train import Example, PlugTrainer, TrainConfig
+    from ..training.train import Example, PlugTrainer, TrainConfig
 
-    examples = load_examples(config, 8)
+    examples = load_examples(config.data_dir, 8)
     batch = [Example(p, p, h, "A short headline about the news") for p, h, _ in examples]
     trainer = PlugTrainer(engine, TrainConfig(batch_size=8))
     optimizer = torch.optim.AdamW(engine.plug.parameters(), lr=1e-4)

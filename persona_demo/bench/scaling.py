@@ -62,14 +62,14 @@ def run_scaling(
 def worker(batch_size: int, repeats: int, data_dir: Path | None) -> dict | None:
     """Time the step on this launch's processes; the main process returns the figures, the others None."""
     from ..config import Settings
+    from ..engine import distributed
     from ..engine.engine import PersonaEngine
-    from ..experiments import distributed
-    from ..experiments.train import Example, PlugTrainer, TrainConfig
-    from .bench import BenchConfig, load_examples
+    from ..training.train import Example, PlugTrainer, TrainConfig
+    from .inputs import load_examples
 
     dist = distributed.current(1, batch_size)
     engine = PersonaEngine.from_settings(distributed.settings_for(Settings.from_env(), dist, training=True))
-    examples = load_examples(BenchConfig(data_dir=data_dir), batch_size)
+    examples = load_examples(data_dir, batch_size)
     batch = [Example(p, p, h, "A short headline about the news") for p, h, _ in examples]
     trainer = PlugTrainer(engine, TrainConfig(batch_size=batch_size), dist)
     optimizer = torch.optim.AdamW(engine.plug.parameters(), lr=1e-4)

@@ -13,6 +13,8 @@ from typing import Protocol
 
 import numpy as np
 
+from ..config import Settings
+
 
 def text_hash(text: str) -> str:
     """Stable content hash of a text (sha256 of its UTF-8 bytes, hex)."""
@@ -103,3 +105,8 @@ class DiskEmbeddingCache:
 
     def close(self) -> None:
         self._db.close()
+
+
+def disk_embedding_cache(settings: Settings) -> DiskEmbeddingCache:
+    """The vectors file train and evaluate share under the cache folder, so a corpus is encoded once."""
+    return DiskEmbeddingCache(settings.cache_dir / "embeddings.sqlite", settings.encoder_max_length)

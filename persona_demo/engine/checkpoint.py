@@ -46,6 +46,15 @@ class PlugMetadata:
             return 0
 
     @property
+    def words_per_text(self) -> int | None:
+        """Words per persona text in the prompt the plug was trained on (`train --words-per-text`); None when
+        the plug does not record it (the default then applies)."""
+        try:
+            return int((self.training or {}).get("words_per_text") or 0) or None  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            return None
+
+    @property
     def saw_every_author(self) -> bool:
         """Whether training read every author of its LaMP folder (`train --all-authors`, or a plug trained
         before the held-out authors existed): then the `heldout` split is not unseen for it."""
@@ -70,7 +79,7 @@ class PlugMetadata:
             return cls(
                 llm_id=str(data["llm_id"]),
                 encoder_id=str(data["encoder_id"]),
-                config=PlugConfig(**data["config"]),  # type: ignore[arg-type]
+                config=PlugConfig.from_dict(data["config"]),  # type: ignore[arg-type]
                 task=str(data.get("task", "untrained")),
                 training=dict(data.get("training") or {}),  # type: ignore[arg-type]
                 metrics=dict(data.get("metrics") or {}),  # type: ignore[arg-type]
@@ -210,7 +219,7 @@ def copy_plug_weights(target: PersonaPlug, source: PersonaPlug, source_name: str
         )
     if set(result.unexpected_keys) & LEARNED_ATTENTION_KEYS:
         raise PersonaDemoError(
-            f"{source_name} has learned attention; add --learned-attention to start from it"
+            f"{source_name} has learned attention; add --aggregation learned-attention to start from it"
         )
     if result.unexpected_keys:
         raise PersonaDemoError(f"{source_name} has a persona centre; add --centre-persona to start from it")

@@ -96,7 +96,7 @@ class PersonaEngine:
             "token_norm": round(norm, 6),
         }
         values.update(overrides)
-        return PlugConfig(**values)  # type: ignore[arg-type]
+        return PlugConfig.from_dict(values)
 
     def read_plug(self, path: str | Path) -> tuple[PersonaPlug, PlugMetadata]:
         """A plug checkpoint checked against this engine's LLM and encoder, on its device (not installed)."""

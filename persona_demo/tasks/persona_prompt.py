@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from ..engine.encoder import HistoryEncoder
+from .limits import PERSONA_TEXT_WORDS
 
 Messages = list[dict[str, str]]
 
@@ -45,8 +46,8 @@ class PersonaPromptConfig:
     """How many of the persona's texts go into the prompt, and how much of each."""
 
     texts: int = 3
-    words_per_text: int = 40
-    """Each text is cut to this many words: enough for topic and tone, a bounded prompt for a 135M model."""
+    words_per_text: int = PERSONA_TEXT_WORDS
+    """Each text is cut to this many words (`tasks.limits.PERSONA_TEXT_WORDS`)."""
 
 
 DEFAULT_PROMPT = PersonaPromptConfig()

@@ -6,16 +6,17 @@ import argparse
 import json
 from pathlib import Path
 
-from .cli_generate import disk_embedding_cache, resolve_plug_path
-from .config import add_settings_arguments, settings_from_args
-from .errors import PersonaDemoError
-from .tasks.lamp import SPLITS
-from .tasks.persona_prompt import DEFAULT_PROMPT
+from ..config import add_settings_arguments, settings_from_args
+from ..engine.cache import disk_embedding_cache
+from ..engine.checkpoint import resolve_plug_path
+from ..errors import PersonaDemoError
+from ..tasks.lamp import SPLITS
+from ..tasks.persona_prompt import DEFAULT_PROMPT
 
 
 def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
-    from .experiments.evaluate import METHODS
-    from .experiments.evaluate_nll import VOICE_METHODS
+    from ..evaluation.evaluate import METHODS
+    from ..evaluation.evaluate_nll import VOICE_METHODS
 
     parser = subparsers.add_parser("evaluate", help="evaluate a method on a LaMP-format split")
     parser.add_argument("--data", type=Path, required=True)
@@ -64,6 +65,13 @@ def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
         help="retrieved items for bm25/recency/pplug+bm25 (default: what the plug was trained with "
         "(`train --retrieval-k`), else 1)",
     )
+    parser.add_argument(
+        "--words-per-text",
+        type=int,
+        default=None,
+        help="persona voice (texts, pplug+texts): words each persona text keeps in the prompt (default: what "
+        "the plug was trained with, else the studio's default)",
+    )
     parser.add_argument("--plug", help="plug checkpoint or task name (pplug methods)")
     parser.add_argument("--limit", type=int, default=0, help="first N examples (0 = all)")
     parser.add_argument("--max-new-tokens", type=int, default=24)
@@ -87,11 +95,11 @@ def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from .data.voice import is_voice_file
-    from .engine.engine import PersonaEngine
-    from .experiments import distributed
-    from .experiments.evaluate import evaluate
-    from .experiments.evaluate_nll import VOICE_METHODS, VOICE_TASK, evaluate_nll
+    from ..data.voice import is_voice_file
+    from ..engine import distributed
+    from ..engine.engine import PersonaEngine
+    from ..evaluation.evaluate import evaluate
+    from ..evaluation.evaluate_nll import VOICE_METHODS, VOICE_TASK, evaluate_nll
 
     voice = is_voice_file(args.data)
     if args.task == VOICE_TASK and not voice:
@@ -134,8 +142,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
         "all_authors": args.all_authors,
     }
     if args.metric == "nll":
+        words = args.words_per_text or default_words(engine, args.method)
         metrics = evaluate_nll(
-            engine, args.data, args.split, args.method, args.out, shuffles=args.shuffles, **common
+            engine,
+            args.data,
+            args.split,
+            args.method,
+            args.out,
+            shuffles=args.shuffles,
+            words_per_text=words,
+            **common,
         )
     else:
         metrics = evaluate(
@@ -170,6 +186,12 @@ def default_k(engine, method: str) -> int:
     return trained_k if method.startswith("pplug+") and trained_k > 0 else 1
 
 
+def default_words(engine, method: str) -> int:
+    """The persona prompt's words per text: as the plug was trained (pplug+texts), else the studio's default."""
+    trained = engine.plug_metadata.words_per_text if method == "pplug+texts" else None
+    return trained or DEFAULT_PROMPT.words_per_text
+
+
 NLL_RECORD_KEYS = (
     "ppl",
     "nll_none",
@@ -185,8 +207,8 @@ NLL_RECORD_KEYS = (
 
 def record_in_plug(engine, plug: Path, metrics: dict, args: argparse.Namespace) -> None:
     """Add `<split>_<metric>` (e.g. dev_rouge1) and the method to the plug's metadata (full-split runs only)."""
-    from .cli_report import METRIC_COLUMNS
-    from .engine.checkpoint import save_plug
+    from ..engine.checkpoint import save_plug
+    from .report import METRIC_COLUMNS
 
     metadata = engine.plug_metadata
     keys = (*METRIC_COLUMNS, *NLL_RECORD_KEYS)

@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .errors import PersonaDemoError
+from ..errors import PersonaDemoError
 
 METRIC_COLUMNS = ("rouge1", "rougeL", "mae", "rmse", "accuracy", "f1")
 

@@ -23,16 +23,16 @@ from tqdm.auto import tqdm
 
 from ..data.voice import is_voice_file, load_voice_split
 from ..engine.checkpoint import LEARNED_ATTENTION_KEYS, PlugMetadata, is_query_encoder_key, save_plug
+from ..engine.distributed import Single
 from ..engine.engine import PersonaEngine
 from ..engine.generation import Prompt, Row
 from ..engine.plug import PlugOutput
 from ..errors import PersonaDemoError
+from ..evaluation.collapse import cross_user_cosine, mean_cross_user_cosine
 from ..tasks.lamp import LampDataset, load_split, user_split
 from ..tasks.nll import derangement, prompt_fit, scoring_row
 from ..tasks.persona_prompt import PersonaPromptConfig, persona_prompt_builder
 from ..tasks.retrieval import rag_prompt_builder
-from .collapse import cross_user_cosine, mean_cross_user_cosine
-from .distributed import Single
 from .train_config import TrainConfig
 
 
@@ -118,24 +118,24 @@ def voice_examples(
     limit: int = 0,
     *,
     engine: PersonaEngine | None = None,
-    texts: int = 0,
+    persona_prompt: PersonaPromptConfig | None = None,
     text_share: float = 1.0,
     seed: int = 0,
     shuffle_seed: int | None = None,
 ) -> list[Example]:
     """Persona-voice examples (train: several targets per user; dev: the most recent post of each user).
 
-    With `texts` > 0 a seeded share `text_share` of the prompts is the studio's persona prompt (the
-    instruction under the persona's `texts` most fitting earlier posts, `tasks.persona_prompt`), the rest the
-    bare instruction. `shuffle_seed` attaches another user's history (and persona prompt) to each example."""
+    With `persona_prompt` (texts > 0) a seeded share `text_share` of the prompts is the studio's persona prompt
+    (the instruction under the persona's most fitting earlier posts, `tasks.persona_prompt`), the rest the bare
+    instruction. `shuffle_seed` attaches another user's history (and persona prompt) to each example."""
     per_user = VOICE_TARGETS_PER_USER if split == "train" else 1
     found = load_voice_split(path, split, targets_per_user=per_user)[: limit or None]
     build = None
-    if texts:
+    if persona_prompt is not None and persona_prompt.texts > 0:
         if engine is None:
             raise PersonaDemoError("persona prompts need the engine's encoder to choose the texts")
         build = persona_prompt_builder(
-            engine.encoder, [e.prompt for e in found], [e.history for e in found], PersonaPromptConfig(texts)
+            engine.encoder, [e.prompt for e in found], [e.history for e in found], persona_prompt
         )
     chooser = random.Random(seed)
     persona = [build is not None and chooser.random() < text_share for _ in found]
@@ -177,6 +177,19 @@ class TrainingInterrupted(PersonaDemoError):
             "Run the same command with --resume to continue."
         )
         self.step = step
+
+
+@dataclass
+class Run:
+    """Where a training run stands: what a resumed run restores."""
+
+    step: int
+    order: list[int]
+    """Training example indices still to draw, in order (refilled with a fresh shuffle when short)."""
+    best: float
+    """The best dev score so far (the plug in `out` has it)."""
+    log: dict[str, float]
+    rng: random.Random
 
 
 class PlugTrainer:
@@ -333,7 +346,6 @@ class PlugTrainer:
         evaluation and when `stop_requested` is set (SIGTERM/SIGINT in the CLI); it is deleted at the end.
         """
         cfg = self.config
-        plug = self.engine.plug
         # Warm the embedding cache in one batched pass (every text encoded once).
         self.engine.encoder.encode(sorted({t for e in train + dev for t in e.history[-cfg.max_history :]}))
         steps_per_epoch = math.ceil(len(train) / (cfg.batch_size * cfg.grad_accum))
@@ -343,103 +355,126 @@ class PlugTrainer:
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup)))
         )
-        self.forward_plug, optimizer = self.dist.prepare(plug, optimizer)
+        self.forward_plug, optimizer = self.dist.prepare(self.engine.plug, optimizer)
         state_file = state_path(out)
         if resume:
-            state = self._load_state(state_file, optimizer, schedule)
-            start, order, best, history_log = state["step"], state["order"], state["best"], state["log"]
-            rng = random.Random()
-            rng.setstate(state["python_rng"])
-            torch.set_rng_state(state["torch_rng"])
+            run = self._resume_run(state_file, optimizer, schedule)
         else:
-            torch.manual_seed(cfg.seed)
-            rng = random.Random(cfg.seed)
-            start, order = 0, []
-            if plug.config.centre_persona:
-                self.start_centre(train)
-            diagnostics = self.dev_diagnostics(dev)
-            scores = self.dev_scores(dev, diagnostics) if dev else {"nll": math.inf, "score": math.inf}
-            best = scores["score"]
-            history_log = {"dev_nll_start": scores["nll"], **tagged(diagnostics, "start")}
-            if cfg.composite_score and dev:
-                history_log |= {"dev_score_start": best, "dev_nll": scores["nll"]}
-            if dev:  # the untrained plug is the first candidate: `out` always holds the best so far
-                self._save(out, metadata, 0, best, history_log)
+            run = self._start_run(train, dev, out, metadata)
         bar = tqdm(
-            range(start, total),
+            range(run.step, total),
             desc="training plug",
             unit="step",
-            initial=start,
+            initial=run.step,
             total=total,
             disable=not self.dist.is_main,
         )
         for step in bar:
-            plug.train()
-            optimizer.zero_grad()
-            loss_sum, gap_sum = 0.0, 0.0
-            for _ in range(cfg.grad_accum):
-                if len(order) < cfg.batch_size:
-                    fresh = list(range(len(train)))
-                    rng.shuffle(fresh)
-                    order += fresh
-                batch = [train[i] for i in order[: cfg.batch_size]]
-                del order[: cfg.batch_size]
-                histories = [history_dropout(e.history[-cfg.max_history :], rng) for e in batch]
-                negatives = self.negatives(batch, rng) if cfg.contrastive else []
-                # Every process drew the same global batch (same RNG use); each scores its share. The loss is
-                # over the global token count, times the process count that DDP's gradient mean divides by.
-                with self.dist.accumulate(self.forward_plug):
-                    shard = self.dist.shard(batch)
-                    rows_nll, counts, soft = self.row_nll_and_plug(shard, self.dist.shard(histories))
-                    loss = rows_nll.sum() * self.dist.num_processes / self.dist.sum(counts.sum())
-                    if cfg.diversity:  # per process: its shard's users (all of them on one process)
-                        loss = loss + cfg.diversity * self.diversity_penalty(soft, shard)
-                    if cfg.contrastive:
-                        hinge, gap = self.contrastive_sum(shard, self.dist.shard(negatives), rows_nll, counts)
-                        rows = self.dist.sum(torch.tensor(float(len(shard)), device=hinge.device))
-                        loss = loss + cfg.contrastive * hinge * self.dist.num_processes / rows
-                        gap_sum += gap / cfg.grad_accum
-                    self.dist.backward(loss, cfg.grad_accum)
-                loss_sum += float(loss.detach()) / cfg.grad_accum
-            optimizer.step()
+            loss, gap = self._train_step(train, run, optimizer)
             schedule.step()
-            bar.set_postfix(loss=f"{loss_sum:.3f}", **({"gap": f"{gap_sum:+.3f}"} if cfg.contrastive else {}))
-            done = step + 1
+            bar.set_postfix(loss=f"{loss:.3f}", **({"gap": f"{gap:+.3f}"} if cfg.contrastive else {}))
+            done = run.step = step + 1
             if dev and (done % cfg.eval_every == 0 or done == total):
-                collapse = self.dev_diagnostics(dev)
-                scores = self.dev_scores(dev, collapse)
-                current = scores["score"]
-                diagnostics = tagged(collapse, "last")
-                history_log.update(diagnostics)
-                if self.dist.is_main:
-                    shown = ", ".join(f"{k.removesuffix('_last')} {v:.3f}" for k, v in diagnostics.items())
-                    if cfg.composite_score:
-                        shown += f", dev NLL {scores['nll']:.4f}, dev hinge {scores['hinge']:.4f}"
-                    label = "dev objective" if cfg.composite_score else "dev NLL"
-                    bar.write(f"step {done}: {label} {current:.4f} (best {best:.4f}); {shown}")
-                if current < best:
-                    best = current
-                    if cfg.composite_score:
-                        history_log["dev_nll"] = scores["nll"]
-                    self._save(out, metadata, done, best, history_log)
+                self._evaluate_and_keep_best(dev, run, out, metadata, bar.write)
             if on_step is not None:
                 on_step(done)
             stop = self.dist.any(self.stop_requested)  # a signal may reach some processes only: all stop
             if done < total and (stop or (dev and done % cfg.eval_every == 0)):
-                self._save_state(state_file, optimizer, schedule, done, order, best, history_log, rng)
+                self._save_state(state_file, optimizer, schedule, run)
             if stop and done < total:
                 self.dist.wait()  # the state is on disk before any process exits
                 bar.close()
                 raise TrainingInterrupted(done, total, state_file)
         if not dev:
-            self._save(out, metadata, total, math.nan, history_log)
+            self._save(out, metadata, total, math.nan, run.log)
         if self.dist.is_main:
             state_file.unlink(missing_ok=True)
         self.dist.wait()
-        result = {"dev_nll_start": history_log["dev_nll_start"], "dev_nll_best": best, "steps": total}
+        result = {"dev_nll_start": run.log["dev_nll_start"], "dev_nll_best": run.best, "steps": total}
         if cfg.composite_score:  # `best` was NLL + extra terms; report the NLL of the kept step beside it
-            result |= {"dev_score_best": best, "dev_nll_best": history_log.get("dev_nll", math.nan)}
+            result |= {"dev_score_best": run.best, "dev_nll_best": run.log.get("dev_nll", math.nan)}
         return result
+
+    def _start_run(self, train: list[Example], dev: list[Example], out: Path, metadata: PlugMetadata) -> Run:
+        """A fresh run: seeded RNGs, the centre set, the untrained plug scored on dev and saved as the first
+        candidate, so `out` always holds the best plug so far."""
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        run = Run(step=0, order=[], best=math.inf, log={}, rng=random.Random(cfg.seed))
+        if self.engine.plug.config.centre_persona:
+            self.start_centre(train)
+        diagnostics = self.dev_diagnostics(dev)
+        scores = self.dev_scores(dev, diagnostics) if dev else {"nll": math.inf, "score": math.inf}
+        run.best = scores["score"]
+        run.log = {"dev_nll_start": scores["nll"], **tagged(diagnostics, "start")}
+        if cfg.composite_score and dev:
+            run.log |= {"dev_score_start": run.best, "dev_nll": scores["nll"]}
+        if dev:
+            self._save(out, metadata, 0, run.best, run.log)
+        return run
+
+    def _resume_run(self, state_file: Path, optimizer, schedule) -> Run:
+        """The interrupted run, exactly where it stopped (plug, optimizer, schedule, RNGs, data order)."""
+        state = self._load_state(state_file, optimizer, schedule)
+        rng = random.Random()
+        rng.setstate(state["python_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        return Run(step=state["step"], order=state["order"], best=state["best"], log=state["log"], rng=rng)
+
+    def _train_step(self, train: list[Example], run: Run, optimizer) -> tuple[float, float]:
+        """One optimizer step over `grad_accum` batches drawn from the run's order; (loss, contrastive gap)."""
+        cfg = self.config
+        self.engine.plug.train()
+        optimizer.zero_grad()
+        loss_sum, gap_sum = 0.0, 0.0
+        for _ in range(cfg.grad_accum):
+            if len(run.order) < cfg.batch_size:
+                fresh = list(range(len(train)))
+                run.rng.shuffle(fresh)
+                run.order += fresh
+            batch = [train[i] for i in run.order[: cfg.batch_size]]
+            del run.order[: cfg.batch_size]
+            histories = [history_dropout(e.history[-cfg.max_history :], run.rng) for e in batch]
+            negatives = self.negatives(batch, run.rng) if cfg.contrastive else []
+            # Every process drew the same global batch (same RNG use); each scores its share. The loss is over
+            # the global token count, times the process count that DDP's gradient mean divides by.
+            with self.dist.accumulate(self.forward_plug):
+                shard = self.dist.shard(batch)
+                rows_nll, counts, soft = self.row_nll_and_plug(shard, self.dist.shard(histories))
+                loss = rows_nll.sum() * self.dist.num_processes / self.dist.sum(counts.sum())
+                if cfg.diversity:  # per process: its shard's users (all of them on one process)
+                    loss = loss + cfg.diversity * self.diversity_penalty(soft, shard)
+                if cfg.contrastive:
+                    hinge, gap = self.contrastive_sum(shard, self.dist.shard(negatives), rows_nll, counts)
+                    rows = self.dist.sum(torch.tensor(float(len(shard)), device=hinge.device))
+                    loss = loss + cfg.contrastive * hinge * self.dist.num_processes / rows
+                    gap_sum += gap / cfg.grad_accum
+                self.dist.backward(loss, cfg.grad_accum)
+            loss_sum += float(loss.detach()) / cfg.grad_accum
+        optimizer.step()
+        return loss_sum, gap_sum
+
+    def _evaluate_and_keep_best(
+        self, dev: list[Example], run: Run, out: Path, metadata: PlugMetadata, say: Callable[[str], None]
+    ) -> None:
+        """Score the plug on dev; save it to `out` if it beats the best so far."""
+        cfg = self.config
+        collapse = self.dev_diagnostics(dev)
+        scores = self.dev_scores(dev, collapse)
+        current = scores["score"]
+        diagnostics = tagged(collapse, "last")
+        run.log.update(diagnostics)
+        if self.dist.is_main:
+            shown = ", ".join(f"{k.removesuffix('_last')} {v:.3f}" for k, v in diagnostics.items())
+            if cfg.composite_score:
+                shown += f", dev NLL {scores['nll']:.4f}, dev hinge {scores['hinge']:.4f}"
+            label = "dev objective" if cfg.composite_score else "dev NLL"
+            say(f"step {run.step}: {label} {current:.4f} (best {run.best:.4f}); {shown}")
+        if current < run.best:
+            run.best = current
+            if cfg.composite_score:
+                run.log["dev_nll"] = scores["nll"]
+            self._save(out, metadata, run.step, run.best, run.log)
 
     def start_centre(self, train: list[Example]) -> None:
         """Set the plug's running centre to the mean projected item of the training histories (each distinct
@@ -471,18 +506,18 @@ class PlugTrainer:
         """The settings a resumed run must share with the interrupted one."""
         return {k: v for k, v in asdict(self.config).items() if k not in {"eval_every", "eval_limit"}}
 
-    def _save_state(self, path, optimizer, schedule, step, order, best, log, rng) -> None:
+    def _save_state(self, path: Path, optimizer, schedule, run: Run) -> None:
         if not self.dist.is_main:  # every process holds the same state; one writes it
             return
         state = {
-            "step": step,
+            "step": run.step,
             "plug": self.engine.plug.state_dict(),
             "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(),
-            "order": list(order),
-            "best": best,
-            "log": log,
-            "python_rng": rng.getstate(),
+            "order": list(run.order),
+            "best": run.best,
+            "log": run.log,
+            "python_rng": run.rng.getstate(),
             "torch_rng": torch.get_rng_state(),
             "config": self._state_config(),
         }
@@ -535,7 +570,7 @@ def train_plug(
     if is_voice_file(data_dir):  # --retrieval-k: that many of the persona's posts in the persona prompt
         voice = {
             "engine": engine,
-            "texts": config.retrieval_k,
+            "persona_prompt": PersonaPromptConfig(config.retrieval_k, config.words_per_text),
             "text_share": config.retrieval_share,
             "seed": config.seed,
             "shuffle_seed": config.seed if config.contrastive else None,

@@ -18,9 +18,9 @@ def add_soak_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_soak_command(args: argparse.Namespace) -> int:
-    from .errors import PersonaDemoError
-    from .reliability.report import format_report, write_json
-    from .reliability.soak import SoakConfig, run_soak
+    from ..errors import PersonaDemoError
+    from ..reliability.report import format_report, write_json
+    from ..reliability.soak import SoakConfig, run_soak
 
     if not 1 <= args.users <= 200:
         raise PersonaDemoError("--users must be between 1 and 200")

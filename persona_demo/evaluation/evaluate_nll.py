@@ -10,6 +10,7 @@ from pathlib import Path
 from ..data.voice import is_voice_file, load_voice_split
 from ..engine.engine import PersonaEngine
 from ..errors import PersonaDemoError
+from ..tasks.limits import PERSONA_TEXT_WORDS
 from ..tasks.nll import METHOD_CONDITION, ScoringItem, nll_report, prompt_fit
 from ..tasks.persona_prompt import PersonaPromptConfig, persona_prompt_builder
 from ..tasks.retrieval import rag_prompt_builder
@@ -59,6 +60,7 @@ def evaluate_nll(
     max_target_tokens: int = 64,
     free_text: bool = False,
     all_authors: bool = False,
+    words_per_text: int = PERSONA_TEXT_WORDS,
 ) -> dict[str, object]:
     """Score one method (and the controls it needs) and write `out_dir/metrics.json`."""
     own_prompt = None
@@ -71,7 +73,7 @@ def evaluate_nll(
                 engine.encoder,
                 [str(it.prompt) for it in items],
                 [it.history for it in items],
-                PersonaPromptConfig(k),
+                PersonaPromptConfig(k, words_per_text),
             )
     else:
         if method not in METHOD_CONDITION or method in PERSONA_PROMPT_METHODS:
@@ -104,6 +106,7 @@ def evaluate_nll(
         **report,
         "shuffles": shuffles if method != "none" else 0,
         "k": k if method in {"pplug+bm25", "bm25", *PERSONA_PROMPT_METHODS} else None,
+        "words_per_text": words_per_text if method in PERSONA_PROMPT_METHODS else None,
         "plug": engine.plug_metadata.task if method.startswith("pplug") else None,
         "seconds": round(time.perf_counter() - started, 1),
     }

@@ -10,8 +10,8 @@ import argparse
 import json
 from pathlib import Path
 
-from .errors import PersonaDemoError
-from .tasks.lamp import SPLITS
+from ..errors import PersonaDemoError
+from ..tasks.lamp import SPLITS
 
 
 def add_significance_command(subparsers: argparse._SubParsersAction) -> None:
@@ -42,8 +42,8 @@ def read_predictions(run: Path) -> dict[str, str]:
 def significance(
     data: Path, split: str, run_a: Path, run_b: Path, resamples: int, seed: int, all_authors: bool = False
 ) -> dict:
-    from .experiments.metrics import paired_bootstrap, per_example_scores
-    from .tasks.lamp import user_split
+    from ..evaluation.metrics import paired_bootstrap, per_example_scores
+    from ..tasks.lamp import user_split
 
     dataset = user_split(data, split, all_authors)
     preds_a, preds_b = read_predictions(run_a), read_predictions(run_b)

@@ -6,9 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-from .bench import STEPS
-from .cli_generate import resolve_plug_path
-from .config import add_settings_arguments, settings_from_args
+from ..bench import STEPS
+from ..config import add_settings_arguments, settings_from_args
+from ..engine.checkpoint import resolve_plug_path
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "huffpost_headline"
 
@@ -32,9 +32,9 @@ def add_bench_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_bench_command(args: argparse.Namespace) -> int:
-    from .bench.bench import BenchConfig, run_bench, table
-    from .engine.engine import PersonaEngine
-    from .errors import PersonaDemoError
+    from ..bench.bench import BenchConfig, run_bench, table
+    from ..engine.engine import PersonaEngine
+    from ..errors import PersonaDemoError
 
     if args.repeats < 0:
         raise PersonaDemoError("--repeats must be positive")

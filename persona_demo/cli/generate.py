@@ -7,21 +7,14 @@ import json
 import sys
 from pathlib import Path
 
-from .config import Settings, add_settings_arguments, settings_from_args
-from .engine.checkpoint import resolve_plug_path
-from .errors import PersonaDemoError
-
-
-def disk_embedding_cache(settings: Settings):
-    """The vectors file train/evaluate share under the cache folder (a corpus is encoded once)."""
-    from .engine.cache import DiskEmbeddingCache
-
-    return DiskEmbeddingCache(settings.cache_dir / "embeddings.sqlite", settings.encoder_max_length)
+from ..config import add_settings_arguments, settings_from_args
+from ..engine.checkpoint import resolve_plug_path
+from ..errors import PersonaDemoError
 
 
 def read_history_file(path: Path) -> list[str]:
     """History texts from a file: the upload parser of the store (txt/md/csv/tsv/json/jsonl/LaMP)."""
-    from .data.ingest import parse_upload
+    from ..data.ingest import parse_upload
 
     parsed = parse_upload(path, path.name)
     texts = [item.text if hasattr(item, "text") else str(item) for item in parsed.items]
@@ -53,8 +46,8 @@ def add_generate_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from .engine.engine import PersonaEngine
-    from .engine.generation import GenerationOptions
+    from ..engine.engine import PersonaEngine
+    from ..engine.generation import GenerationOptions
 
     settings = settings_from_args(args, max_new_tokens=args.max_new_tokens)
     if not args.history.is_file():

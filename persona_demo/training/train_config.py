@@ -11,8 +11,9 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ..engine.plug_config import upgraded_plug_shape
 from ..errors import PersonaDemoError
-from ..tasks.limits import PROMPT_TOKENS
+from ..tasks.limits import PERSONA_TEXT_WORDS, PROMPT_TOKENS
 
 
 def flag(default: Any, help: str) -> Any:
@@ -46,6 +47,11 @@ class TrainConfig:
         1.0,
         "with --retrieval-k: the share of training examples (seeded) that carry the retrieved text; the rest "
         "keep the plain prompt, so one plug serves both pplug and pplug+bm25",
+    )
+    words_per_text: int = flag(
+        PERSONA_TEXT_WORDS,
+        "on a blog file with --retrieval-k: words each persona text keeps in the persona prompt (the studio "
+        "reads the plug's own figure)",
     )
     free_text_share: float = flag(
         0.0,
@@ -143,7 +149,6 @@ RECIPE_PLUG_KEYS = {
     "tau",
     "aggregation",
     "persona_tokens",
-    "learned_attention",
     "centre_persona",
     "centre_strength",
     "query_encoder",
@@ -173,7 +178,10 @@ def read_recipe(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             f"The recipe {path} must hold a `training` and/or a `config` block, nothing else"
         )
     training = dict(data.get("training") or {})
-    plug = dict(data.get("config") or {})
+    try:
+        plug = upgraded_plug_shape(dict(data.get("config") or {}))
+    except ValueError as exc:
+        raise PersonaDemoError(f"The recipe {path}: {exc}") from None
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(
         (set(training) - known - RUN_STATE_KEYS) | (set(plug) - RECIPE_PLUG_KEYS - DERIVED_PLUG_KEYS)

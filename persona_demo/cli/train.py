@@ -1,4 +1,4 @@
-"""`python -m persona_demo train`: train a plug on a LaMP-format folder (see experiments/train.py)."""
+"""`python -m persona_demo train`: train a plug on a LaMP-format folder (see training/train.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import signal
 import sys
 from pathlib import Path
 
-from .cli_generate import disk_embedding_cache
-from .config import add_settings_arguments, settings_from_args
-from .errors import PersonaDemoError
-from .experiments.train_config import add_config_flags, config_from_args, read_recipe
+from ..config import add_settings_arguments, settings_from_args
+from ..engine.cache import disk_embedding_cache
+from ..engine.plug_config import AGGREGATIONS
+from ..errors import PersonaDemoError
+from ..training.train_config import add_config_flags, config_from_args, read_recipe
 
 
 def add_train_command(subparsers: argparse._SubParsersAction) -> None:
@@ -31,17 +32,24 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> None:
     )
     add_config_flags(parser)  # --epochs, --lr, --retrieval-k ...: one per TrainConfig setting
     parser.add_argument("--tau", type=float, help="aggregator temperature (default 1 = the paper)")
-    parser.add_argument("--aggregation", choices=["attention", "mean"], help="default attention")
+    parser.add_argument(
+        "--aggregation",
+        choices=AGGREGATIONS,
+        help="how history items are pooled: attention (default, the paper's), learned-attention (the same with "
+        "a trained query map and temperature, both starting at the frozen encoder's weights; the paper trains "
+        "the whole input encoder for this), mean (the paper's w/o IA ablation)",
+    )
     parser.add_argument(
         "--persona-tokens",
         type=int,
         help="soft persona tokens: 1 = the paper's pooled P_u; k > 1 adds the k-1 most attended items",
     )
-    parser.add_argument(
+    parser.add_argument(  # the older spelling of --aggregation learned-attention
         "--learned-attention",
-        action="store_true",
-        help="train the attention over history items (a query map and a temperature scale, both starting at "
-        "the frozen encoder's weights); the paper trains the whole input encoder for this",
+        dest="aggregation",
+        action="store_const",
+        const="learned-attention",
+        help=argparse.SUPPRESS,
     )
     parser.add_argument(
         "--centre-persona",
@@ -82,10 +90,10 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from .engine.checkpoint import copy_plug_weights, untrained_plug
-    from .engine.engine import PersonaEngine
-    from .experiments import distributed
-    from .experiments.train import PlugTrainer, TrainingInterrupted, train_plug
+    from ..engine import distributed
+    from ..engine.checkpoint import copy_plug_weights, untrained_plug
+    from ..engine.engine import PersonaEngine
+    from ..training.train import PlugTrainer, TrainingInterrupted, train_plug
 
     if args.out.suffix != ".safetensors":
         raise PersonaDemoError("--out must end in .safetensors")
@@ -142,7 +150,6 @@ def plug_shape(args: argparse.Namespace, recipe: dict[str, object]) -> dict[str,
         "tau": args.tau,
         "aggregation": args.aggregation,
         "persona_tokens": args.persona_tokens,
-        "learned_attention": args.learned_attention or None,
         "centre_persona": args.centre_persona or None,
         "centre_strength": args.centre_strength,
         "query_encoder": args.train_query_encoder or None,

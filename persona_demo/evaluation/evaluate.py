@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ..engine.distributed import Single
 from ..engine.engine import PersonaEngine
 from ..engine.generation import GenerationOptions, Row, soft_len
 from ..errors import PersonaDemoError
@@ -24,7 +25,6 @@ from ..tasks.labels import choose_label, label_log_probs
 from ..tasks.lamp import LampDataset, LampExample, user_split, write_predictions
 from ..tasks.nll import derangement
 from ..tasks.retrieval import rag_prompt_builder
-from .distributed import Single
 from .metrics import compute_metrics
 
 METHODS = (

@@ -1,0 +1,130 @@
+"""The "Chat as the persona" tab: two threads, as the persona and unpersonalized, one message at a time."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import gradio as gr
+
+from ...tasks.persona_prompt import cut_words
+from .. import args as arg
+from ..service import PersonaParts, StudioService
+from .common import Session, md_escape, speed_note, user_errors
+from .settings import SettingsPanel, options, parts
+
+
+@dataclass(frozen=True)
+class ChatPanel:
+    persona_chat: gr.Chatbot
+    plain_chat: gr.Chatbot
+    parts: gr.Markdown
+    """What the persona side received (and the speed line); progress and errors show here."""
+    message: gr.Textbox
+    send_btn: gr.Button
+    clear_btn: gr.Button
+
+
+def build_chat_panel() -> ChatPanel:
+    with gr.Row():
+        persona_chat = gr.Chatbot(label="as the persona (plug on)", elem_id="chat-persona")
+        plain_chat = gr.Chatbot(label="unpersonalized (plug off)", elem_id="chat-plain")
+    chat_parts = gr.Markdown(elem_id="chat-parts")
+    message = gr.Textbox(label="message", elem_id="chat-message")
+    with gr.Row():
+        send_btn = gr.Button("Send", variant="primary", elem_id="chat-send")
+        clear_btn = gr.Button("Clear chat")
+    return ChatPanel(persona_chat, plain_chat, chat_parts, message, send_btn, clear_btn)
+
+
+def parts_note(persona_parts: PersonaParts, chosen: list[str]) -> str:
+    """Under the chat: what the persona side received, so a user sees where the persona comes from."""
+    note = f"**Persona side:** {persona_parts.describe()}"
+    if chosen:
+        shown = "; ".join(f"“{md_escape(cut_words(t, 12))}”" for t in chosen)
+        note += f". Texts in the prompt: {shown}"
+    return note + ". Switch either part off under *generation settings* to see what it adds."
+
+
+def fresh_chat() -> tuple[list, list, str]:
+    return [], [], ""
+
+
+def wire_chat_panel(
+    service: StudioService,
+    panel: ChatPanel,
+    settings: SettingsPanel,
+    session: Session,
+    persona: gr.Dropdown,
+    generation_concurrency: int,
+) -> None:
+    """`persona`: the persona picker; a chat belongs to one persona, so picking another starts afresh."""
+
+    @user_errors
+    def chat(
+        current,
+        message,
+        persona_chat,
+        plain_chat,
+        max_new,
+        strength,
+        sample,
+        temperature,
+        top_p=arg.REPLY_TOP_P,
+        repetition_penalty=arg.REPLY_REPETITION_PENALTY,
+        no_repeat=arg.REPLY_NO_REPEAT_NGRAM,
+        soft_tokens=True,
+        own_texts=True,
+        guidance=arg.REPLY_PERSONA_GUIDANCE,
+    ):
+        """Settings after `temperature` came later: API calls that send only the first seven get defaults."""
+        current, message = arg.row_id(current), arg.text(message, "message")
+        opts = options(max_new, sample, temperature, top_p, repetition_penalty, no_repeat, guidance)
+        persona_parts = parts(soft_tokens, own_texts)
+        strength = arg.number(strength, "persona strength", arg.STRENGTH)
+        persona_chat = list(arg.chat_history(persona_chat))
+        plain_chat = list(arg.chat_history(plain_chat))
+        user_turn = {"role": "user", "content": message}
+        stream = service.stream_chat(
+            current, persona_chat, plain_chat, message, opts, float(strength), persona_parts
+        )
+        note = parts_note(persona_parts, service.chosen_for(current, message, persona_parts))
+        started = time.perf_counter()
+        with_plug = without_plug = ""
+        for with_plug, without_plug in stream:
+            yield (
+                "",
+                [*persona_chat, user_turn, {"role": "assistant", "content": with_plug}],
+                [*plain_chat, user_turn, {"role": "assistant", "content": without_plug}],
+                note,
+            )
+        speed = speed_note(service, time.perf_counter() - started, [with_plug, without_plug])
+        yield (
+            "",
+            [*persona_chat, user_turn, {"role": "assistant", "content": with_plug}],
+            [*plain_chat, user_turn, {"role": "assistant", "content": without_plug}],
+            f"{note}\n\n{speed}",
+        )
+
+    chat_inputs = [
+        session.current,
+        panel.message,
+        panel.persona_chat,
+        panel.plain_chat,
+        *settings.first_inputs(),
+        *settings.extra_inputs(),
+    ]
+    for trigger in (panel.send_btn.click, panel.message.submit):
+        trigger(
+            chat,
+            chat_inputs,
+            [panel.message, panel.persona_chat, panel.plain_chat, panel.parts],
+            api_name="chat" if trigger == panel.send_btn.click else False,
+            api_visibility="public" if trigger == panel.send_btn.click else "private",
+            show_progress_on=[panel.parts],
+            concurrency_id="llm",
+            concurrency_limit=generation_concurrency,
+        )
+    views = [panel.persona_chat, panel.plain_chat, panel.parts]
+    panel.clear_btn.click(fresh_chat, None, views, api_visibility="private")
+    persona.change(fresh_chat, None, views, api_visibility="private")

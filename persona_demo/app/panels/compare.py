@@ -1,0 +1,106 @@
+"""The "Compare" tab: one input, a task, the same frozen LLM with and without the persona side by side."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import gradio as gr
+
+from .. import args as arg
+from ..service import StudioService
+from ..space import attention_figure
+from .common import Session, show, speed_note, user_errors
+from .settings import SettingsPanel, options, parts
+
+
+@dataclass(frozen=True)
+class ComparePanel:
+    task: gr.Radio
+    task_note: gr.Markdown
+    user_input: gr.Textbox
+    generate_btn: gr.Button
+    status: gr.Markdown
+    """Progress and errors show here; the speed line too, once the answer is complete."""
+    speed: gr.State
+    """A State, so API clients keep their three outputs."""
+    without: gr.Textbox
+    with_plug: gr.Textbox
+    attention_plot: gr.Plot
+
+
+def build_compare_panel(service: StudioService) -> ComparePanel:
+    first_key = service.task_choices()[0][1]
+    task = gr.Radio(service.task_choices(), value=first_key, label="task")
+    first_task = service.task(first_key).task
+    task_note = gr.Markdown(service.task_note(first_task.key), elem_id="task-note")
+    user_input = gr.Textbox(label="input", lines=4, elem_id="prompt", placeholder=first_task.example)
+    generate_btn = gr.Button("Generate", variant="primary", elem_id="run")
+    status = gr.Markdown(elem_id="compare-status")
+    speed = gr.State("")
+    with gr.Row():
+        without = gr.Textbox(label="without plug", lines=4, elem_id="without")
+        with_plug = gr.Textbox(label="with plug (persona)", lines=4, elem_id="with")
+    attention_plot = gr.Plot(label="attention over the history", elem_id="attention")
+    return ComparePanel(
+        task, task_note, user_input, generate_btn, status, speed, without, with_plug, attention_plot
+    )
+
+
+def wire_compare_panel(
+    service: StudioService,
+    panel: ComparePanel,
+    settings: SettingsPanel,
+    session: Session,
+    generation_concurrency: int,
+) -> None:
+    @user_errors
+    def describe_task(task_key: str):
+        """A task's own hint in the input box and what its output and plug mean, next to it."""
+        chosen = service.task(task_key)
+        return service.task_note(task_key), gr.update(placeholder=chosen.task.example)
+
+    @user_errors
+    def compare(
+        current,
+        task_key,
+        user_input,
+        max_new,
+        strength,
+        sample,
+        temperature,
+        top_p=arg.REPLY_TOP_P,
+        repetition_penalty=arg.REPLY_REPETITION_PENALTY,
+        no_repeat=arg.REPLY_NO_REPEAT_NGRAM,
+        soft_tokens=True,
+        own_texts=True,
+        guidance=arg.REPLY_PERSONA_GUIDANCE,
+    ):
+        current, task_key = arg.row_id(current), arg.text(task_key, "task")
+        user_input = arg.text(user_input, "input")
+        opts = options(max_new, sample, temperature, top_p, repetition_penalty, no_repeat, guidance)
+        persona_parts = parts(soft_tokens, own_texts)
+        strength = arg.number(strength, "persona strength", arg.STRENGTH)
+        result = texts = None
+        started = time.perf_counter()
+        stream = service.stream_compare(current, task_key, user_input, opts, float(strength), persona_parts)
+        for result, texts in stream:
+            yield result.without_plug, result.with_plug, None, ""
+        if result is not None:
+            speed = speed_note(
+                service, time.perf_counter() - started, [result.without_plug, result.with_plug]
+            )
+            yield result.without_plug, result.with_plug, attention_figure(result.top_items(texts, k=5)), speed
+
+    panel.task.change(
+        describe_task, panel.task, [panel.task_note, panel.user_input], api_visibility="private"
+    )
+    panel.generate_btn.click(
+        compare,
+        [session.current, panel.task, panel.user_input, *settings.first_inputs(), *settings.extra_inputs()],
+        [panel.without, panel.with_plug, panel.attention_plot, panel.speed],
+        api_name="compare",
+        show_progress_on=[panel.status],  # the elapsed time shows here; errors mark nothing else
+        concurrency_id="llm",
+        concurrency_limit=generation_concurrency,
+    ).success(show, panel.speed, panel.status, api_visibility="private")

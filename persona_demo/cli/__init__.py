@@ -1,0 +1,1 @@
+"""The command line: one module per `python -m persona_demo <command>`, each with its add_*_command."""

@@ -1,1 +1,0 @@
-"""experiments layer of persona_demo."""
