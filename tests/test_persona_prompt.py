@@ -116,3 +116,22 @@ def test_persona_guidance_decodes_against_the_reference_prompt(engine):
     assert tokens[1] == llm._generate_tokens([Row(reference)], plain, None)[0]  # the plain row is untouched
     same = llm._generate_tokens([Row(persona, reference_ids=persona)], options, None)
     assert same == llm._generate_tokens([Row(persona)], plain, None)
+
+
+def test_a_plug_is_read_in_the_persona_prompt_it_was_trained_on():
+    from persona_demo.tasks.persona_prompt import DEFAULT_PROMPT, PersonaPromptConfig, trained_prompt
+
+    assert trained_prompt(6, 80) == PersonaPromptConfig(6, 80)
+    assert trained_prompt(6, None) == PersonaPromptConfig(6, DEFAULT_PROMPT.words_per_text)
+    assert trained_prompt(0, 80) == DEFAULT_PROMPT  # a plug trained without texts: the studio's default
+
+
+def test_the_nll_report_says_whose_questions_it_scored(tmp_path):
+    from persona_demo.evaluation.evaluate_nll import authors_label
+
+    blogs = tmp_path / "blogs.jsonl"
+    blogs.write_text('{"user": "a", "posts": []}\n')
+    assert authors_label(blogs, "dev", False) == "never trained on (dev bloggers)"
+    assert authors_label(tmp_path, "dev", False) == "trained on"
+    assert authors_label(tmp_path, "heldout", False) == "held out"
+    assert authors_label(tmp_path, "dev", True) == "all"

@@ -26,11 +26,11 @@ from ..engine.plug import PersonaPlug
 from ..errors import PersonaDemoError
 from ..tasks.labels import choose_label, label_log_probs
 from ..tasks.persona_prompt import (
-    DEFAULT_PROMPT,
     Messages,
     PersonaPromptConfig,
     chosen_texts,
     persona_messages,
+    trained_prompt,
 )
 from .args import row_id
 from .hybrid import hybrid_prompt, persona_history_texts
@@ -508,12 +508,7 @@ class StudioService:
     def prompt_config(self) -> PersonaPromptConfig:
         """As many texts as the chat plug was trained with (`train --retrieval-k`), else the default."""
         metadata = self.tasks[FREE_TASK.key].metadata
-        if not metadata.retrieval_k:
-            return DEFAULT_PROMPT
-        return PersonaPromptConfig(
-            texts=metadata.retrieval_k,
-            words_per_text=metadata.words_per_text or DEFAULT_PROMPT.words_per_text,
-        )
+        return trained_prompt(metadata.retrieval_k, metadata.words_per_text)
 
     def _require(self, persona_id: int | None) -> int:
         pid = row_id(persona_id)

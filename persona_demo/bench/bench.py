@@ -26,6 +26,7 @@ import torch
 from ..engine.engine import PersonaEngine
 from ..engine.generation import GenerationOptions, Row
 from ..engine.hardware import cpu_description, short_cpu
+from ..tasks.persona_prompt import PersonaPromptConfig, trained_prompt
 from . import STEPS
 from .inputs import load_examples, synthetic_articles
 
@@ -180,13 +181,14 @@ def bench_chat_reply(engine: PersonaEngine, config: BenchConfig) -> dict:
     ÷ now (this engine's dtype, the reference as a row of the batch). `dtype_ratio`: fp32 ÷ this dtype, both
     with today's code: what the dtype alone buys."""
     from ..app.args import reply_defaults
-    from ..tasks.persona_prompt import DEFAULT_PROMPT, chosen_texts, persona_messages
+    from ..tasks.persona_prompt import chosen_texts, persona_messages
 
     _, history, _ = load_examples(config.data_dir, 1)[0]
     turn = [{"role": "user", "content": CHAT_MESSAGE}]
     query_vector = engine.encoder.encode_queries([CHAT_MESSAGE])[0]
-    chosen = chosen_texts(history, query_vector, engine.encoder.encode(history), DEFAULT_PROMPT)
-    persona = persona_messages(turn, chosen, DEFAULT_PROMPT)
+    prompt = chat_prompt_config(engine)
+    chosen = chosen_texts(history, query_vector, engine.encoder.encode(history), prompt)
+    persona = persona_messages(turn, chosen, prompt)
     now = dataclasses.replace(reply_defaults(CHAT_NEW_TOKENS), min_new_tokens=CHAT_NEW_TOKENS)
     before = dataclasses.replace(now, reference_in_batch=False)
     fp32 = engine_in_float32(engine)
@@ -207,8 +209,24 @@ def bench_chat_reply(engine: PersonaEngine, config: BenchConfig) -> dict:
         "float32_now_s": dtype.a_s,
         "chosen_dtype": str(llm_dtype(engine)).removeprefix("torch."),
         "new_tokens": CHAT_NEW_TOKENS,
+        "persona_texts": prompt.texts,
+        "words_per_text": prompt.words_per_text,
         "pairs": config.repeats,
     }
+
+
+def chat_prompt_config(engine: PersonaEngine) -> PersonaPromptConfig:
+    """The persona prompt the studio's chat builds: as the shipped voice plug was trained (the default when
+    none is shipped), whichever plug the bench itself loaded."""
+    from ..app.tasks import VOICE_PLUG
+    from ..engine.checkpoint import read_metadata, resolve_plug_path
+    from ..errors import PersonaDemoError
+
+    try:
+        metadata = read_metadata(resolve_plug_path(VOICE_PLUG, engine.settings))
+    except PersonaDemoError:
+        return trained_prompt(0, None)
+    return trained_prompt(metadata.retrieval_k, metadata.words_per_text)
 
 
 def bench_pplug_vs_rag(engine: PersonaEngine, config: BenchConfig) -> dict:

@@ -45,6 +45,14 @@ def voice_items(path: Path, split: str, limit: int) -> list[ScoringItem]:
     ]
 
 
+def authors_label(data: Path, split: str, all_authors: bool) -> str:
+    """Whose questions a split holds, for the report: a blog file's dev bloggers are never trained on; a LaMP
+    folder's dev/test authors are the ones its plugs train on, unless `all_authors` or the held-out split."""
+    if is_voice_file(data):
+        return "never trained on (dev bloggers)"
+    return "all" if all_authors else ("held out" if split == "heldout" else "trained on")
+
+
 def evaluate_nll(
     engine: PersonaEngine,
     data: Path,
@@ -102,7 +110,7 @@ def evaluate_nll(
         "task": task_name,
         "split": split,
         "profile": "free-text" if free_text else "as stored",
-        "authors": "all" if all_authors else ("held out" if split == "heldout" else "trained on"),
+        "authors": authors_label(data, split, all_authors),
         **report,
         "shuffles": shuffles if method != "none" else 0,
         "k": k if method in {"pplug+bm25", "bm25", *PERSONA_PROMPT_METHODS} else None,

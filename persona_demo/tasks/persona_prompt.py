@@ -53,6 +53,15 @@ class PersonaPromptConfig:
 DEFAULT_PROMPT = PersonaPromptConfig()
 
 
+def trained_prompt(texts: int, words_per_text: int | None) -> PersonaPromptConfig:
+    """The persona prompt a plug was trained on (`train --retrieval-k`, `--words-per-text`, read from its
+    metadata), so chat, evaluation and the bench ask it what it learned to read; the default for a plug trained
+    without texts."""
+    if texts <= 0:
+        return DEFAULT_PROMPT
+    return PersonaPromptConfig(texts, words_per_text or DEFAULT_PROMPT.words_per_text)
+
+
 def rank_texts(query: torch.Tensor, items: torch.Tensor) -> list[int]:
     """Item indices, best first, by cos(item, query) + cos(item, centroid of all items).
 
