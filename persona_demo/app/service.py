@@ -235,7 +235,7 @@ class StudioService:
         pid = self._require(persona_id)
         started = time.perf_counter()
         before = self.store.get_persona(pid)
-        old = self.store.get_persona_vector(pid, self.embedding_id())
+        old = self.persona_vector(pid)
         result = self.store.add_items(pid, [text])
         if result.added == 1 and old is not None and before.item_count:
             return self._add_to_mean(pid, old, before.item_count, started, tuple(result.messages))

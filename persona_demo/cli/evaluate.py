@@ -11,7 +11,7 @@ from ..engine.cache import disk_embedding_cache
 from ..engine.checkpoint import resolve_plug_path
 from ..errors import PersonaDemoError
 from ..tasks.lamp import SPLITS
-from ..tasks.persona_prompt import DEFAULT_PROMPT, trained_prompt
+from ..tasks.persona_prompt import DEFAULT_PROMPT
 
 
 def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
@@ -188,10 +188,8 @@ def default_k(engine, method: str) -> int:
 
 def default_words(engine, method: str) -> int:
     """The persona prompt's words per text: as the plug was trained (pplug+texts), else the studio's default."""
-    if method != "pplug+texts":
-        return DEFAULT_PROMPT.words_per_text
-    metadata = engine.plug_metadata
-    return trained_prompt(max(metadata.retrieval_k, 1), metadata.words_per_text).words_per_text
+    trained = engine.plug_metadata.words_per_text if method == "pplug+texts" else None
+    return trained or DEFAULT_PROMPT.words_per_text
 
 
 NLL_RECORD_KEYS = (
