@@ -52,6 +52,11 @@ def test_create_add_compare_chat_through_the_api(client, tmp_path):
         "Any plans?", [], [], 6, 1.0, False, 0.7, 0.9, 1.0, 0, False, False, api_name="/chat"
     )
     assert "persona prompt only" in note and "Texts in the prompt" not in note
+    # all fourteen, the last the echo guard: off is accepted, a one-token guard is refused with a message
+    everything = ["Any plans?", [], [], 6, 1.0, False, 0.7, 0.9, 1.0, 0, True, True, 2.0]
+    assert client.predict(*everything, 0, api_name="/chat")[1][-1]["role"] == "assistant"
+    with pytest.raises(Exception, match="no-echo n-gram size must be 0"):
+        client.predict(*everything, 1, api_name="/chat")
 
 
 def test_errors_come_back_as_messages_and_the_app_keeps_serving(client):

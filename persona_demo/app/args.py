@@ -22,11 +22,15 @@ TOP_P = (0.05, 1.0)
 REPETITION_PENALTY = (1.0, 2.0)
 NO_REPEAT_NGRAM = (0, 16)
 PERSONA_GUIDANCE = (0.0, 5.0)
+ECHO_NGRAM = (0, 16)
 
 REPLY_REPETITION_PENALTY = 1.15
 """The studio's default: a 135M model left alone loops ("I'm going to the beach with my family" x3)."""
 REPLY_NO_REPEAT_NGRAM = 3
 """The studio's default: no 3 tokens twice in one reply."""
+REPLY_ECHO_NGRAM = 4
+"""The studio's default for chat and free prompts: no 4 tokens in a row copied from the message or the
+persona prompt's instruction (short overlaps such as "been up to" stay possible)."""
 REPLY_TOP_P = 0.9
 REPLY_PERSONA_GUIDANCE = 2.0
 """Chat and free prompts: amplify what the persona changes in each next-token distribution (0 = off)."""
@@ -105,5 +109,6 @@ def reply_defaults(max_new_tokens: int) -> GenerationOptions:
         top_p=REPLY_TOP_P,
         repetition_penalty=REPLY_REPETITION_PENALTY,
         no_repeat_ngram_size=REPLY_NO_REPEAT_NGRAM,
+        echo_ngram_size=REPLY_ECHO_NGRAM,
         persona_guidance=REPLY_PERSONA_GUIDANCE,
     )

@@ -29,6 +29,7 @@ from ..tasks.persona_prompt import (
     Messages,
     PersonaPromptConfig,
     chosen_texts,
+    not_to_echo,
     persona_messages,
     trained_prompt,
 )
@@ -409,6 +410,7 @@ class StudioService:
                     plug=loaded.plug,
                     plain_prompt=plain_prompt,
                     soft_tokens=parts.soft_tokens,
+                    avoid=not_to_echo(user_input.strip()) if task_key == FREE_TASK.key else (),
                 )
             for last in comparisons:
                 yield last, texts
@@ -483,6 +485,7 @@ class StudioService:
                 plain_prompt=plain_msgs,
                 soft_tokens=parts.soft_tokens,
                 reference_prompt=persona_thread,
+                avoid=not_to_echo(message.strip()),
             ):
                 yield result.with_plug, result.without_plug
 

@@ -176,12 +176,12 @@ def engine_in_float32(engine: PersonaEngine) -> PersonaEngine:
 
 
 def bench_chat_reply(engine: PersonaEngine, config: BenchConfig) -> dict:
-    """One studio chat turn (persona reply beside the plain one, the page's decoding with persona guidance, 64
-    new tokens). `ratio`: the studio before (fp32 LLM, guidance's reference as its own forward pass per token)
+    """One studio chat turn (persona reply beside the plain one, the page's decoding with persona guidance and
+    the echo guard, 64 new tokens). `ratio`: the studio before (fp32 LLM, guidance's reference as its own forward pass per token)
     ÷ now (this engine's dtype, the reference as a row of the batch). `dtype_ratio`: fp32 ÷ this dtype, both
     with today's code: what the dtype alone buys."""
     from ..app.args import reply_defaults
-    from ..tasks.persona_prompt import chosen_texts, persona_messages
+    from ..tasks.persona_prompt import chosen_texts, not_to_echo, persona_messages
 
     _, history, _ = load_examples(config.data_dir, 1)[0]
     turn = [{"role": "user", "content": CHAT_MESSAGE}]
@@ -195,7 +195,13 @@ def bench_chat_reply(engine: PersonaEngine, config: BenchConfig) -> dict:
 
     def reply(on: PersonaEngine, options: GenerationOptions) -> None:
         for _ in on.stream_compare(
-            persona, history, options, query=CHAT_MESSAGE, plain_prompt=turn, reference_prompt=turn
+            persona,
+            history,
+            options,
+            query=CHAT_MESSAGE,
+            plain_prompt=turn,
+            reference_prompt=turn,
+            avoid=not_to_echo(CHAT_MESSAGE),
         ):
             pass
 

@@ -177,6 +177,7 @@ class PersonaEngine:
         plain_prompt: Prompt | None = None,
         soft_tokens: bool = True,
         reference_prompt: Prompt | None = None,
+        avoid: Sequence[str] = (),
     ) -> tuple[Row, Row, list[float]]:
         """(plugged row, plain row, attention weights) for one prompt and persona.
 
@@ -185,6 +186,7 @@ class PersonaEngine:
         the plug off to see what the retrieved texts do by themselves); the weights are still computed.
         `reference_prompt`: the plugged request without the persona, for persona guidance (default: the
         plain row's prompt; a chat passes the persona's own thread without the persona context).
+        `avoid`: texts neither reply may copy (`GenerationOptions.echo_ngram_size`).
         """
         clean = validate_history(history)
         ids = self.llm.prompt_ids(prompt)
@@ -195,7 +197,9 @@ class PersonaEngine:
         plugged.reference_ids = (
             plain_ids if reference_prompt is None else self.llm.prompt_ids(reference_prompt)
         )
-        return plugged, Row(plain_ids), out.weights[0, : len(clean)].tolist()
+        plain = Row(plain_ids)
+        plugged.avoid_ids = plain.avoid_ids = self.llm.echo_sources(avoid)
+        return plugged, plain, out.weights[0, : len(clean)].tolist()
 
     def compare(
         self,
@@ -222,11 +226,12 @@ class PersonaEngine:
         plain_prompt: Prompt | None = None,
         soft_tokens: bool = True,
         reference_prompt: Prompt | None = None,
+        avoid: Sequence[str] = (),
     ) -> Iterator[Comparison]:
         """`compare`, yielding both texts after every generated token."""
         started = time.perf_counter()
         plugged, plain, weights = self.rows(
-            prompt, history, strength, query, plug, plain_prompt, soft_tokens, reference_prompt
+            prompt, history, strength, query, plug, plain_prompt, soft_tokens, reference_prompt, avoid
         )
         for with_plug, without_plug in self.llm.stream([plugged, plain], options or self.default_options()):
             yield Comparison(with_plug, without_plug, weights, time.perf_counter() - started)

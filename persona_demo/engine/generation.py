@@ -46,6 +46,10 @@ class GenerationOptions:
     embeddings, so only the reply's own tokens are penalised, never the persona's words in the prompt."""
     no_repeat_ngram_size: int = 0
     """Never generate the same n-gram of tokens twice in one reply (0 = off): a 135M model loops without it."""
+    echo_ngram_size: int = 0
+    """Never copy this many tokens in a row from a row's `avoid_ids` (0 = off): asked "Write a short post about
+    your weekend." in a persona prompt, a 135M model often answers with that very sentence, or with the
+    prompt's instruction line."""
     persona_guidance: float = 0.0
     """> 0: rows with a `reference_ids` prompt (the same request without the persona) decode with
     log p(t | persona) + g · (log p(t | persona) − log p(t | reference)), context-aware decoding: what the
@@ -66,6 +70,8 @@ class GenerationOptions:
             raise PersonaDemoError("repetition penalty must be from 1 (off) to 2")
         if not 0 <= self.no_repeat_ngram_size <= 16:
             raise PersonaDemoError("no-repeat n-gram size must be from 0 (off) to 16")
+        if self.echo_ngram_size == 1 or not 0 <= self.echo_ngram_size <= 16:
+            raise PersonaDemoError("no-echo n-gram size must be 0 (off) or from 2 to 16")
         if not 0 <= self.persona_guidance <= 5:
             raise PersonaDemoError("persona guidance must be from 0 (off) to 5")
         return self
@@ -85,6 +91,8 @@ class Row:
     reference_ids: list[int] | None = None
     """The same request without the persona (no soft tokens, no persona texts): what `persona_guidance`
     decodes against."""
+    avoid_ids: list[list[int]] = field(default_factory=list)
+    """Token sequences the reply must not copy `echo_ngram_size` tokens in a row from (see `echo_sources`)."""
 
 
 class FrozenLLM:
@@ -139,6 +147,12 @@ class FrozenLLM:
             return list(ids)
         text = "\n".join(str(m["content"]) for m in messages)
         return list(self.tokenizer(text)["input_ids"])
+
+    def echo_sources(self, texts: Sequence[str]) -> list[list[int]]:
+        """`texts` as token sequences for `Row.avoid_ids`, tokenized both at the start of a text and after a
+        space, since a copied phrase may sit either way in the reply."""
+        variants = {v for t in texts if t.strip() for v in (t.strip(), " " + t.strip())}
+        return [self.tokenizer(v, add_special_tokens=False).input_ids for v in sorted(variants)]
 
     def check_fits(self, rows: Sequence[Row], max_new_tokens: int = 0) -> None:
         limit = self.context_length
@@ -301,15 +315,17 @@ class FrozenLLM:
             if options.persona_guidance and r.reference_ids and not self.llm.is_encoder_decoder
         ]
         processors: list[LogitsProcessor] = []
+        if options.echo_ngram_size and any(r.avoid_ids for r in rows):  # first: guidance sees the bans
+            processors.append(EchoGuard([r.avoid_ids for r in rows], options.echo_ngram_size))
         batch_rows = list(rows)
         if guided_rows and not options.do_sample and options.reference_in_batch:  # one more row each
             batch_rows += [Row(list(rows[i].reference_ids or [])) for i in guided_rows]
-            processors = [
+            processors += [
                 ReferenceRowGuidance(i, len(rows) + n, options.persona_guidance)
                 for n, i in enumerate(guided_rows)
             ]
         elif guided_rows:
-            processors = [
+            processors += [
                 PersonaGuidance(self.model, i, list(rows[i].reference_ids or []), options.persona_guidance)
                 for i in guided_rows
             ]
@@ -337,6 +353,40 @@ class FrozenLLM:
         if self.llm.is_encoder_decoder:
             out = out[:, 1:]  # drop the decoder start token
         return [row.tolist() for row in out[: len(rows)]]
+
+
+class EchoGuard(LogitsProcessor):
+    """Forbid each row's reply from copying `size` tokens in a row from that row's avoided sequences, or from
+    opening the way one of them opens.
+
+    `no_repeat_ngram_size` only looks at the reply itself: the prompt goes in as embeddings. This is the same
+    rule against given text (the user's message, the persona prompt's instruction line). The opening rule
+    exists because n-grams alone let "Write a short post about your weekend." come back as "Write a short
+    story about yourself." Rows past the avoided rows (guidance's reference rows) are left alone; guidance
+    forces them to the guided row's token anyway."""
+
+    def __init__(self, avoided: Sequence[Sequence[Sequence[int]]], size: int) -> None:
+        self.size = size
+        self.next_banned: list[dict[tuple[int, ...], set[int]]] = []
+        """Per row: the last `size` - 1 tokens (or the whole reply while shorter) → tokens that may not follow."""
+        for sequences in avoided:
+            table: dict[tuple[int, ...], set[int]] = {}
+            for ids in sequences:
+                for start in range(len(ids) - size + 1):
+                    gram = tuple(ids[start : start + size])
+                    table.setdefault(gram[:-1], set()).add(gram[-1])
+                for length in range(min(size - 1, len(ids))):  # openings: (), (t0,), (t0, t1), ...
+                    table.setdefault(tuple(ids[:length]), set()).add(ids[length])
+            self.next_banned.append(table)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        context = min(input_ids.shape[1], self.size - 1)
+        scores = scores.clone()
+        for row, table in enumerate(self.next_banned):
+            banned = table.get(tuple(input_ids[row, input_ids.shape[1] - context :].tolist()))
+            if banned:
+                scores[row, list(banned)] = -math.inf
+        return scores
 
 
 PLAUSIBILITY = 0.1

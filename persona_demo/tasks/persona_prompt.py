@@ -62,6 +62,13 @@ def trained_prompt(texts: int, words_per_text: int | None) -> PersonaPromptConfi
     return PersonaPromptConfig(texts, words_per_text or DEFAULT_PROMPT.words_per_text)
 
 
+def not_to_echo(message: str) -> tuple[str, ...]:
+    """What a reply in the persona prompt must not copy (`GenerationOptions.echo_ngram_size`): the message
+    itself and the system line. Without the rule the voice plug answered "Write a short post about your
+    weekend." with that sentence for most of the studio's seeded personas."""
+    return (message, PERSONA_SYSTEM)
+
+
 def rank_texts(query: torch.Tensor, items: torch.Tensor) -> list[int]:
     """Item indices, best first, by cos(item, query) + cos(item, centroid of all items).
 

@@ -76,10 +76,11 @@ def wire_chat_panel(
         soft_tokens=True,
         own_texts=True,
         guidance=arg.REPLY_PERSONA_GUIDANCE,
+        no_echo=arg.REPLY_ECHO_NGRAM,
     ):
         """Settings after `temperature` came later: API calls that send only the first seven get defaults."""
         current, message = arg.row_id(current), arg.text(message, "message")
-        opts = options(max_new, sample, temperature, top_p, repetition_penalty, no_repeat, guidance)
+        opts = options(max_new, sample, temperature, top_p, repetition_penalty, no_repeat, guidance, no_echo)
         persona_parts = parts(soft_tokens, own_texts)
         strength = arg.number(strength, "persona strength", arg.STRENGTH)
         persona_chat = list(arg.chat_history(persona_chat))

@@ -75,10 +75,11 @@ def wire_compare_panel(
         soft_tokens=True,
         own_texts=True,
         guidance=arg.REPLY_PERSONA_GUIDANCE,
+        no_echo=arg.REPLY_ECHO_NGRAM,
     ):
         current, task_key = arg.row_id(current), arg.text(task_key, "task")
         user_input = arg.text(user_input, "input")
-        opts = options(max_new, sample, temperature, top_p, repetition_penalty, no_repeat, guidance)
+        opts = options(max_new, sample, temperature, top_p, repetition_penalty, no_repeat, guidance, no_echo)
         persona_parts = parts(soft_tokens, own_texts)
         strength = arg.number(strength, "persona strength", arg.STRENGTH)
         result = texts = None

@@ -21,6 +21,7 @@ class SettingsPanel:
     repetition_penalty: gr.Slider
     no_repeat: gr.Slider
     guidance: gr.Slider
+    no_echo: gr.Slider
     use_soft: gr.Checkbox
     use_texts: gr.Checkbox
 
@@ -38,6 +39,7 @@ class SettingsPanel:
             self.use_soft,
             self.use_texts,
             self.guidance,
+            self.no_echo,
         ]
 
 
@@ -66,6 +68,12 @@ def build_settings_panel(max_new_tokens: int) -> SettingsPanel:
             step=0.25,
             label="persona guidance, chat and free prompt (0 = off)",
         )
+        no_echo = gr.Slider(
+            *arg.ECHO_NGRAM,
+            value=arg.REPLY_ECHO_NGRAM,
+            step=1,
+            label="chat and free prompt: never copy this many tokens of the message or instruction (0 = off)",
+        )
         use_soft = gr.Checkbox(value=True, label="persona: plug's soft tokens", elem_id="use-soft")
         use_texts = gr.Checkbox(value=True, label="persona: own texts in the prompt", elem_id="use-texts")
     return SettingsPanel(
@@ -77,6 +85,7 @@ def build_settings_panel(max_new_tokens: int) -> SettingsPanel:
         repetition_penalty,
         no_repeat,
         guidance,
+        no_echo,
         use_soft,
         use_texts,
     )
@@ -90,6 +99,7 @@ def options(
     repetition_penalty: float = arg.REPLY_REPETITION_PENALTY,
     no_repeat: float = arg.REPLY_NO_REPEAT_NGRAM,
     guidance: float = arg.REPLY_PERSONA_GUIDANCE,
+    no_echo: float = arg.REPLY_ECHO_NGRAM,
 ) -> GenerationOptions:
     """The sliders' values (checked: an API call may send anything) as generation options."""
     return GenerationOptions(
@@ -102,7 +112,8 @@ def options(
             arg.number(no_repeat, "no-repeat n-gram", arg.NO_REPEAT_NGRAM, integer=True)
         ),
         persona_guidance=arg.number(guidance, "persona guidance", arg.PERSONA_GUIDANCE),
-    )
+        echo_ngram_size=int(arg.number(no_echo, "no-echo n-gram", arg.ECHO_NGRAM, integer=True)),
+    ).validated()
 
 
 def parts(soft_tokens: bool, retrieved_texts: bool) -> PersonaParts:
