@@ -105,7 +105,7 @@ def test_targets_and_table():
     assert "| persona_update @ 10000 items | 70.0 ms | ≤ 50 ms | NO |" in text
     assert "| encode batched / naive (1000 texts, bfloat16) | 300 / 40 texts/s | | |" in text
     assert (
-        "| chat_reply (64 tokens, both columns, guided) | before (float32, reference pass) 4.60 s, now (bfloat16) "
+        "| chat_reply (64 tokens, both columns, guided) | before (float32 plain, reference pass) 4.60 s, now (bfloat16) "
         "2.00 s; float32 now 3.80 s (dtype alone ×1.90) | report | |"
     ) in text
     assert "| CPU | AMD EPYC, 2 cores, avx512_bf16, ISA cap AVX2; oneDNN ISA: no native bf16 | | |" in text

@@ -177,10 +177,11 @@ def engine_in_float32(engine: PersonaEngine) -> PersonaEngine:
 
 def bench_chat_reply(engine: PersonaEngine, config: BenchConfig) -> dict:
     """One studio chat turn (persona reply beside the plain one, the page's decoding with persona guidance and
-    the echo guard, 64 new tokens). `ratio`: the studio before (fp32 LLM, guidance's reference as its own forward pass per token)
-    ÷ now (this engine's dtype, the reference as a row of the batch). `dtype_ratio`: fp32 ÷ this dtype, both
-    with today's code: what the dtype alone buys."""
+    the echo guard, 64 new tokens). `ratio`: the studio before (fp32 LLM with plain linear layers, guidance's
+    reference as its own forward pass per token) ÷ now (this engine, the reference as a row of the batch).
+    `dtype_ratio`: fp32 ÷ this dtype, both with today's code: what the dtype alone buys."""
     from ..app.args import reply_defaults
+    from ..engine.row_reuse import plain_linears
     from ..tasks.persona_prompt import chosen_texts, not_to_echo, persona_messages
 
     _, history, _ = load_examples(config.data_dir, 1)[0]
@@ -205,7 +206,11 @@ def bench_chat_reply(engine: PersonaEngine, config: BenchConfig) -> dict:
         ):
             pass
 
-    studio = interleaved(lambda _: reply(fp32, before), lambda _: reply(engine, now), config.repeats)
+    def reply_before(_: int) -> None:
+        with plain_linears(fp32.loaded_llm.model):  # the studio as it was: F.linear row by row in fp32
+            reply(fp32, before)
+
+    studio = interleaved(reply_before, lambda _: reply(engine, now), config.repeats)
     dtype = interleaved(lambda _: reply(fp32, now), lambda _: reply(engine, now), config.repeats)
     return {
         "ratio": studio.ratio,
@@ -586,7 +591,7 @@ def table(results: dict) -> str:
     chat = results.get("chat_reply", {})
     if "ratio" in chat:
         lines.append(
-            f"| chat_reply ({chat['new_tokens']} tokens, both columns, guided) | before (float32, reference "
+            f"| chat_reply ({chat['new_tokens']} tokens, both columns, guided) | before (float32 plain, reference "
             f"pass) {chat['before_s']:.2f} s, now ({chat['chosen_dtype']}) {chat['now_s']:.2f} s; float32 "
             f"now {chat['float32_now_s']:.2f} s (dtype alone ×{chat['dtype_ratio']:.2f}) | report | |"
         )

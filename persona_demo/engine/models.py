@@ -20,6 +20,7 @@ import torch
 from ..config import DEFAULT_ENCODER, DEFAULT_LLM, Settings
 from ..errors import PersonaDemoError
 from .hardware import bf16_is_faster_on_cpu
+from .row_reuse import reuse_weights_across_rows, reuses_weights
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,11 @@ class LoadedLLM:
     quantization: str
 
     def describe(self) -> str:
-        return f"{self.model_id} on {self.device} ({str(self.dtype).removeprefix('torch.')}, quantization {self.quantization})"
+        reuse = ", few-row products read each weight once" if reuses_weights(self.model) else ""
+        return (
+            f"{self.model_id} on {self.device} ({str(self.dtype).removeprefix('torch.')}, "
+            f"quantization {self.quantization}{reuse})"
+        )
 
 
 @dataclass
@@ -234,6 +239,8 @@ def load_llm(settings: Settings) -> LoadedLLM:
         raise _hub_error("LLM", settings.llm, exc) from exc
     if quantization != "nf4":
         model.to(device)
+    if device.type == "cpu" and dtype == torch.float32:
+        reuse_weights_across_rows(model)  # the side-by-side pair then costs ~one generation (row_reuse.py)
     return wrap_llm(model, tokenizer, canonical_llm_id(settings.llm), quantization=quantization)
 
 
