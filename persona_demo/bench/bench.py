@@ -178,7 +178,8 @@ def engine_in_float32(engine: PersonaEngine) -> PersonaEngine:
 def bench_chat_reply(engine: PersonaEngine, config: BenchConfig) -> dict:
     """One studio chat turn (persona reply beside the plain one, the page's decoding with persona guidance and
     the echo guard, 64 new tokens). `ratio`: the studio before (fp32 LLM with plain linear layers, guidance's
-    reference as its own forward pass per token) ÷ now (this engine, the reference as a row of the batch).
+    reference as its own forward pass per token, rows padded to the persona prompt for one prefill) ÷ now (this
+    engine, the reference as a row of the batch, each row prefilled alone).
     `dtype_ratio`: fp32 ÷ this dtype, both with today's code: what the dtype alone buys."""
     from ..app.args import reply_defaults
     from ..engine.row_reuse import plain_linears
@@ -191,7 +192,7 @@ def bench_chat_reply(engine: PersonaEngine, config: BenchConfig) -> dict:
     chosen = chosen_texts(history, query_vector, engine.encoder.encode(history), prompt)
     persona = persona_messages(turn, chosen, prompt)
     now = dataclasses.replace(reply_defaults(CHAT_NEW_TOKENS), min_new_tokens=CHAT_NEW_TOKENS)
-    before = dataclasses.replace(now, reference_in_batch=False)
+    before = dataclasses.replace(now, reference_in_batch=False, prefill_each_row=False)
     fp32 = engine_in_float32(engine)
 
     def reply(on: PersonaEngine, options: GenerationOptions) -> None:
