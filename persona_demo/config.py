@@ -39,7 +39,7 @@ class Settings:
     """`auto` (CUDA when available, else CPU), `cpu`, `cuda`, `cuda:N`."""
     dtype: str = "auto"
     """`auto` (bfloat16 on CUDA and on a CPU where bf16 is measured faster at start-up, e.g. AVX512-BF16 or AMX;
-    else float32), `float32`, `bfloat16`, `float16`."""
+    else float32, which decodes from fp16 copies of the weights), `float32`, `bfloat16`, `float16`."""
     quantization: str = "auto"
     """`auto` (4-bit nf4 on CUDA, none on CPU), `none`, `nf4`."""
     threads: int = 0
@@ -154,7 +154,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--dtype",
         help="auto (default: bfloat16 on CUDA and on CPUs where it is measured faster, else float32), float32, "
-        "bfloat16",
+        "bfloat16 (float32 on a CPU decodes from fp16 copies of the weights)",
     )
     group.add_argument("--quantization", help="auto (default: nf4 on CUDA, none on CPU), none, nf4")
     group.add_argument("--quantize", dest="quantization", help=argparse.SUPPRESS)  # the studio's older name

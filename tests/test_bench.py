@@ -87,6 +87,7 @@ def test_targets_and_table():
                 "cores": 2,
                 "flags": ["avx2", "avx512f", "avx512_bf16"],
                 "onednn_max_cpu_isa": "AVX2",
+                "kernel_caps": {"ONEDNN_MAX_CPU_ISA": "AVX2", "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2"},
                 "onednn_isa": "no native bf16",
             },
         },
@@ -108,7 +109,10 @@ def test_targets_and_table():
         "| chat_reply (64 tokens, both columns, guided) | before (float32 plain, reference pass) 4.60 s, now (bfloat16) "
         "2.00 s; float32 now 3.80 s (dtype alone ×1.90) | report | |"
     ) in text
-    assert "| CPU | AMD EPYC, 2 cores, avx512_bf16, ISA cap AVX2; oneDNN ISA: no native bf16 | | |" in text
+    assert (
+        "| CPU | AMD EPYC, 2 cores, avx512_bf16, ISA cap AVX2 (fbgemm too); oneDNN ISA: no native bf16 | | |"
+        in text
+    )
 
 
 def test_a_bench_of_some_figures_has_only_their_targets_and_table_rows():

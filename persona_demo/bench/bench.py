@@ -182,7 +182,7 @@ def bench_chat_reply(engine: PersonaEngine, config: BenchConfig) -> dict:
     engine, the reference as a row of the batch, each row prefilled alone).
     `dtype_ratio`: fp32 ÷ this dtype, both with today's code: what the dtype alone buys."""
     from ..app.args import reply_defaults
-    from ..engine.row_reuse import plain_linears
+    from ..engine.decode_linear import plain_linears
     from ..tasks.persona_prompt import chosen_texts, not_to_echo, persona_messages
 
     _, history, _ = load_examples(config.data_dir, 1)[0]

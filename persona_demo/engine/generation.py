@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList
 
 from ..errors import PersonaDemoError
+from .decode_linear import decoding
 from .models import LoadedLLM
 
 # Intended: with soft tokens the prompt goes in as embeddings, so these penalties see only the reply.
@@ -356,7 +357,8 @@ class FrozenLLM:
             cache = self.prefilled(embeds, mask)
             if cache is not None:
                 kwargs["past_key_values"] = cache
-        out = self.model.generate(inputs_embeds=embeds, attention_mask=mask, streamer=streamer, **kwargs)
+        with decoding():  # decoding steps may read fp16 weight copies (decode_linear.py); the prefill is fp32
+            out = self.model.generate(inputs_embeds=embeds, attention_mask=mask, streamer=streamer, **kwargs)
         if self.llm.is_encoder_decoder:
             out = out[:, 1:]  # drop the decoder start token
         return [row.tolist() for row in out[: len(rows)]]

@@ -1,10 +1,10 @@
 """What the CPU can do, so dtypes are chosen by the machine at hand and the bench says where it ran.
 
-Whether bf16 is faster than fp32 on a CPU is measured, not looked up: on an AVX512-BF16 CPU a decoding step of
-two rows runs 1.7× faster in bf16 and a 256-token batch 2.6× faster, while with oneDNN capped at AVX2 the
-decoding step still gains (1.4×) but the batch is 4× slower (emulated bf16). `ONEDNN_MAX_CPU_ISA` caps the
-instructions oneDNN may use, so one machine can stand in for an older one (`AVX2`: a laptop without bf16;
-`AVX512_CORE_BF16`: a server without AMX).
+Whether bf16 is faster than fp32 on a CPU is measured, not looked up: on an AVX512-BF16 CPU a 256-row batch
+runs 2.5× faster in bf16, while with oneDNN capped at AVX2 bf16 is emulated and the batch runs 0.7× as fast.
+`ONEDNN_MAX_CPU_ISA` caps the instructions oneDNN may use, so one machine can stand in for an older one (`AVX2`:
+a laptop without bf16; `AVX512_CORE_BF16`: a server without AMX). The other kernel libraries have caps of their
+own (`KERNEL_CAP_VARIABLES`); set them alike, or their kernels still use the full CPU.
 """
 
 from __future__ import annotations
@@ -22,10 +22,25 @@ from pathlib import Path
 
 import torch
 
+from .decode_linear import decoding, speed_up_decoding
+
 ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 """/proc/cpuinfo flags that decide which matmul kernels exist."""
 
 ISA_CAP_VARIABLE = "ONEDNN_MAX_CPU_ISA"
+
+KERNEL_CAP_VARIABLES = (
+    ISA_CAP_VARIABLE,
+    "FBGEMM_ENABLE_INSTRUCTIONS",
+    "MKL_ENABLE_INSTRUCTIONS",
+    "ATEN_CPU_CAPABILITY",
+)
+"""What caps each kernel library's instructions: oneDNN (bf16 matmuls), fbgemm (fp32 decoding from fp16
+weights, `decode_linear.py`), MKL (fp32 matmuls) and ATen's own vector code. An older CPU is stood in for with
+all four, e.g. `AVX2`, `AVX2`, `AVX2`, `avx2`."""
+
+OTHER_LIBRARIES = {"fbgemm": "FBGEMM_ENABLE_INSTRUCTIONS", "MKL": "MKL_ENABLE_INSTRUCTIONS"}
+"""Kernel libraries whose cap the bench table names beside oneDNN's."""
 
 
 @cache
@@ -40,29 +55,34 @@ def cpu_has_native_bf16() -> bool:
 
 BF16_PROBES = ((2, 576, 1536), (256, 576, 1536))
 """(rows, in, out) of the matmuls timed in both dtypes, at SmolLM2-135M's width: a decoding step of two rows
-(the side-by-side pair) and a prompt's prefill or an encoder batch. bf16 must win both: a decoding gain
-would not pay for a prefill that emulated bf16 makes 4× slower."""
+(the side-by-side pair; recorded for the bench) and a prompt's prefill or an encoder batch (decides)."""
+
+DECODE_PROBE, BATCH_PROBE = range(len(BF16_PROBES))
 
 BF16_MARGIN = 1.1
-"""bf16 is chosen when each probe runs at least this much faster than in fp32 (measured: 1.7-2.6× where
-native, 0.23× for the batch where emulated), so timing noise cannot flip the choice."""
+"""bf16 is chosen where a batch runs at least this much faster than in fp32 (measured: 2-2.5× where native, 0.7×
+where emulated), so timing noise cannot flip the choice."""
 
 
 def _bf16_speedup(rows: int, width: int, out: int, repeats: int = 15) -> float:
-    """fp32 ÷ bf16 time of one matmul: the median ratio of pairs timed back to back, so load from another
-    process hits both dtypes alike (timed as two separate blocks, a studio started during a CI run once
-    settled on fp32 for good)."""
-    x, w = torch.randn(rows, width), torch.randn(out, width)
-    pair = ((x, w), (x.bfloat16(), w.bfloat16()))
-    with torch.inference_mode():
-        for inputs in pair * 2:  # oneDNN builds its kernel on first use
-            torch.nn.functional.linear(*inputs)
+    """fp32 ÷ bf16 time of one matmul, each as the studio runs it (fp32: a `FewRowLinear`, which decodes few
+    rows from fp16 copies of the weights): the median ratio of pairs timed back to back, so load from another
+    process hits both dtypes alike (timed as two separate blocks, a studio started during a CI run once settled
+    on fp32 for good)."""
+    fp32 = torch.nn.Linear(width, out, bias=False)
+    speed_up_decoding(fp32)
+    x = torch.randn(rows, width)
+    x16, w16 = x.bfloat16(), fp32.weight.detach().bfloat16()
+    calls = (lambda: fp32(x), lambda: torch.nn.functional.linear(x16, w16))
+    with torch.inference_mode(), decoding():
+        for call in calls * 2:  # oneDNN builds its kernel on first use
+            call()
         ratios = []
         for _ in range(repeats):
             seconds = []
-            for inputs in pair:
+            for call in calls:
                 started = time.perf_counter()
-                torch.nn.functional.linear(*inputs)
+                call()
                 seconds.append(time.perf_counter() - started)
             ratios.append(seconds[0] / max(seconds[1], 1e-9))
     return statistics.median(ratios)
@@ -75,8 +95,12 @@ def bf16_speedups() -> tuple[float, ...]:
 
 
 def bf16_is_faster_on_cpu() -> bool:
-    """Whether the frozen models should run in bf16 on this CPU: faster at every probe by BF16_MARGIN."""
-    return all(speedup >= BF16_MARGIN for speedup in bf16_speedups())
+    """Whether the frozen LLM and encoder run in bf16 on this CPU: where a prompt-sized batch runs BF16_MARGIN
+    faster, i.e. bf16 is native. Prompts (prefill, scoring, encoder batches) are compute-bound and gain ~2.5×
+    there, which also keeps the side-by-side pair's second prompt cheap. Decoding does not decide: fp32 decodes
+    from fp16 weight copies as fast or faster (decode probe 0.7× on the EPYC), and where bf16 is emulated it loses
+    the batch anyway (0.7×)."""
+    return bf16_speedups()[BATCH_PROBE] >= BF16_MARGIN
 
 
 def _cpuinfo() -> tuple[str, set[str]]:
@@ -138,6 +162,7 @@ def cpu_description() -> dict[str, object]:
         "cores": os.cpu_count(),
         "flags": [flag for flag in ISA_FLAGS if flag in flags],
         "onednn_max_cpu_isa": os.environ.get(ISA_CAP_VARIABLE, ""),
+        "kernel_caps": {name: os.environ[name] for name in KERNEL_CAP_VARIABLES if os.environ.get(name)},
         "onednn_isa": onednn_isa(),
         "aten_capability": torch.backends.cpu.get_cpu_capability(),
         "native_bf16": cpu_has_native_bf16(),
@@ -147,7 +172,8 @@ def cpu_description() -> dict[str, object]:
 
 
 def short_cpu(description: dict[str, object]) -> str:
-    """One line for tables: 'AMD EPYC, 2 cores, avx512_bf16, ISA cap AVX2'."""
+    """One line for tables: 'AMD EPYC, 2 cores, avx512_bf16, ISA cap AVX2' (+ ' (fbgemm, MKL too)' where the
+    other kernel libraries were capped as well)."""
     flags = [f for f in description.get("flags", []) if f in ("avx512_bf16", "amx_bf16")]  # type: ignore[union-attr]
     parts = [
         str(description.get("model")),
@@ -155,5 +181,9 @@ def short_cpu(description: dict[str, object]) -> str:
         *(flags or ["no bf16 flags"]),
     ]
     if description.get("onednn_max_cpu_isa"):
-        parts.append(f"ISA cap {description['onednn_max_cpu_isa']}")
+        caps = description.get("kernel_caps") or {}
+        others = [name for name, variable in OTHER_LIBRARIES.items() if variable in caps]  # type: ignore[operator]
+        parts.append(
+            f"ISA cap {description['onednn_max_cpu_isa']}" + (f" ({', '.join(others)} too)" if others else "")
+        )
     return ", ".join(parts)

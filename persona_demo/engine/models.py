@@ -19,8 +19,8 @@ import torch
 
 from ..config import DEFAULT_ENCODER, DEFAULT_LLM, Settings
 from ..errors import PersonaDemoError
+from .decode_linear import decoding_form, speed_up_decoding
 from .hardware import bf16_is_faster_on_cpu
-from .row_reuse import reuse_weights_across_rows, reuses_weights
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +64,10 @@ class LoadedLLM:
     quantization: str
 
     def describe(self) -> str:
-        reuse = ", few-row products read each weight once" if reuses_weights(self.model) else ""
+        form = decoding_form(self.model)
         return (
             f"{self.model_id} on {self.device} ({str(self.dtype).removeprefix('torch.')}, "
-            f"quantization {self.quantization}{reuse})"
+            f"quantization {self.quantization}{', ' + form if form else ''})"
         )
 
 
@@ -102,9 +102,10 @@ def resolve_device(settings: Settings) -> torch.device:
 
 
 def resolve_dtype(settings: Settings, device: torch.device) -> torch.dtype:
-    """bf16 on CUDA, and on a CPU where it is measured faster (hardware.bf16_is_faster_on_cpu): there the
-    side-by-side pair costs what one generation costs (fp32: 1.6×), and the shipped plugs' dev NLL moves by
-    ≤ 0.03% (the rating plug's two-token score: 1.7%; docs/performance.md)."""
+    """bf16 on CUDA, and on a CPU where it is native (hardware.bf16_is_faster_on_cpu): there prompts run ~2.5×
+    faster and the side-by-side pair costs ~one generation; the shipped plugs' dev NLL moves by ≤ 0.03% (the
+    rating plug's two-token score: 1.7%; docs/performance.md). Elsewhere fp32, which decodes from fp16 copies
+    of the weights (decode_linear.py)."""
     if settings.dtype == "auto":
         return torch.bfloat16 if bf16_pays(device) else torch.float32
     return getattr(torch, settings.dtype)
@@ -116,7 +117,7 @@ def bf16_pays(device: torch.device) -> bool:
 
 def resolve_encoder_dtype(settings: Settings, device: torch.device) -> torch.dtype:
     """The encoder is frozen and only ranks/pools: bf16 costs < 1e-4 cosine and, where it is faster, runs batches
-    ~2.6× faster."""
+    ~2.5× faster."""
     if settings.encoder_dtype == "auto":
         return torch.bfloat16 if bf16_pays(device) else torch.float32
     return getattr(torch, settings.encoder_dtype)
@@ -240,7 +241,7 @@ def load_llm(settings: Settings) -> LoadedLLM:
     if quantization != "nf4":
         model.to(device)
     if device.type == "cpu" and dtype == torch.float32:
-        reuse_weights_across_rows(model)  # the side-by-side pair then costs ~one generation (row_reuse.py)
+        speed_up_decoding(model)  # decoding steps read fp16 copies of the weights (decode_linear.py)
     return wrap_llm(model, tokenizer, canonical_llm_id(settings.llm), quantization=quantization)
 
 
