@@ -1,7 +1,8 @@
 """What the CPU can do, so dtypes are chosen by the machine at hand and the bench says where it ran.
 
 Whether bf16 is faster than fp32 on a CPU is measured, not looked up: on an AVX512-BF16 CPU a 256-row batch
-runs 2.5× faster in bf16, while with oneDNN capped at AVX2 bf16 is emulated and the batch runs 0.7× as fast.
+runs ~2-2.5× faster in bf16, while with oneDNN capped at AVX2 bf16 is emulated and the batch runs 0.2-0.7× as
+fast.
 `ONEDNN_MAX_CPU_ISA` caps the instructions oneDNN may use, so one machine can stand in for an older one (`AVX2`:
 a laptop without bf16; `AVX512_CORE_BF16`: a server without AMX). The other kernel libraries have caps of their
 own (`KERNEL_CAP_VARIABLES`); set them alike, or their kernels still use the full CPU.
@@ -60,8 +61,8 @@ BF16_PROBES = ((2, 576, 1536), (256, 576, 1536))
 DECODE_PROBE, BATCH_PROBE = range(len(BF16_PROBES))
 
 BF16_MARGIN = 1.1
-"""bf16 is chosen where a batch runs at least this much faster than in fp32 (measured: 2-2.5× where native, 0.7×
-where emulated), so timing noise cannot flip the choice."""
+"""bf16 is chosen where a batch runs at least this much faster than in fp32 (measured: 2-2.5× where native,
+0.2-0.7× where emulated), so timing noise cannot flip the choice."""
 
 
 def _bf16_speedup(rows: int, width: int, out: int, repeats: int = 15) -> float:
@@ -98,8 +99,8 @@ def bf16_is_faster_on_cpu() -> bool:
     """Whether the frozen LLM and encoder run in bf16 on this CPU: where a prompt-sized batch runs BF16_MARGIN
     faster, i.e. bf16 is native. Prompts (prefill, scoring, encoder batches) are compute-bound and gain ~2.5×
     there, which also keeps the side-by-side pair's second prompt cheap. Decoding does not decide: fp32 decodes
-    from fp16 weight copies as fast or faster (decode probe 0.7× on the EPYC), and where bf16 is emulated it loses
-    the batch anyway (0.7×)."""
+    from fp16 weight copies as fast or faster (decode probe 0.7-1.0× on the EPYC), and where bf16 is emulated it
+    loses the batch anyway (0.2-0.7×)."""
     return bf16_speedups()[BATCH_PROBE] >= BF16_MARGIN
 
 
