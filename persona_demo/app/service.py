@@ -410,7 +410,7 @@ class StudioService:
                     plug=loaded.plug,
                     plain_prompt=plain_prompt,
                     soft_tokens=parts.soft_tokens,
-                    avoid=not_to_echo(user_input.strip()) if task_key == FREE_TASK.key else (),
+                    avoid=not_to_echo(user_input) if task_key == FREE_TASK.key else (),
                 )
             for last in comparisons:
                 yield last, texts
@@ -485,7 +485,7 @@ class StudioService:
                 plain_prompt=plain_msgs,
                 soft_tokens=parts.soft_tokens,
                 reference_prompt=persona_thread,
-                avoid=not_to_echo(message.strip()),
+                avoid=not_to_echo(message),
             ):
                 yield result.with_plug, result.without_plug
 

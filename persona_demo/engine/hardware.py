@@ -5,7 +5,7 @@ runs ~2-2.5× faster in bf16, while with oneDNN capped at AVX2 bf16 is emulated 
 fast.
 `ONEDNN_MAX_CPU_ISA` caps the instructions oneDNN may use, so one machine can stand in for an older one (`AVX2`:
 a laptop without bf16; `AVX512_CORE_BF16`: a server without AMX). The other kernel libraries have caps of their
-own (`KERNEL_CAP_VARIABLES`); set them alike, or their kernels still use the full CPU.
+own (`KERNEL_CAPS`); set them alike, or their kernels still use the full CPU.
 """
 
 from __future__ import annotations
@@ -30,18 +30,15 @@ ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
 ISA_CAP_VARIABLE = "ONEDNN_MAX_CPU_ISA"
 
-KERNEL_CAP_VARIABLES = (
-    ISA_CAP_VARIABLE,
-    "FBGEMM_ENABLE_INSTRUCTIONS",
-    "MKL_ENABLE_INSTRUCTIONS",
-    "ATEN_CPU_CAPABILITY",
-)
-"""What caps each kernel library's instructions: oneDNN (bf16 matmuls), fbgemm (fp32 decoding from fp16
-weights, `decode_linear.py`), MKL (fp32 matmuls) and ATen's own vector code. An older CPU is stood in for with
-all four, e.g. `AVX2`, `AVX2`, `AVX2`, `avx2`."""
-
-OTHER_LIBRARIES = {"fbgemm": "FBGEMM_ENABLE_INSTRUCTIONS", "MKL": "MKL_ENABLE_INSTRUCTIONS"}
-"""Kernel libraries whose cap the bench table names beside oneDNN's."""
+KERNEL_CAPS = {
+    "oneDNN": ISA_CAP_VARIABLE,
+    "fbgemm": "FBGEMM_ENABLE_INSTRUCTIONS",
+    "MKL": "MKL_ENABLE_INSTRUCTIONS",
+    "ATen": "ATEN_CPU_CAPABILITY",
+}
+"""The variable that caps each kernel library's instructions: oneDNN (bf16 matmuls), fbgemm (fp32 decoding
+from fp16 weights, `decode_linear.py`), MKL (fp32 matmuls) and ATen's own vector code. An older CPU is stood in
+for with all four, e.g. `AVX2`, `AVX2`, `AVX2`, `avx2`."""
 
 
 @cache
@@ -163,7 +160,7 @@ def cpu_description() -> dict[str, object]:
         "cores": os.cpu_count(),
         "flags": [flag for flag in ISA_FLAGS if flag in flags],
         "onednn_max_cpu_isa": os.environ.get(ISA_CAP_VARIABLE, ""),
-        "kernel_caps": {name: os.environ[name] for name in KERNEL_CAP_VARIABLES if os.environ.get(name)},
+        "kernel_caps": {name: os.environ[name] for name in KERNEL_CAPS.values() if os.environ.get(name)},
         "onednn_isa": onednn_isa(),
         "aten_capability": torch.backends.cpu.get_cpu_capability(),
         "native_bf16": cpu_has_native_bf16(),
@@ -173,8 +170,8 @@ def cpu_description() -> dict[str, object]:
 
 
 def short_cpu(description: dict[str, object]) -> str:
-    """One line for tables: 'AMD EPYC, 2 cores, avx512_bf16, ISA cap AVX2' (+ ' (fbgemm, MKL too)' where the
-    other kernel libraries were capped as well)."""
+    """One line for tables: 'AMD EPYC, 2 cores, avx512_bf16, ISA cap AVX2' (+ ' (fbgemm, MKL too)' naming the
+    other kernel libraries that were capped as well)."""
     flags = [f for f in description.get("flags", []) if f in ("avx512_bf16", "amx_bf16")]  # type: ignore[union-attr]
     parts = [
         str(description.get("model")),
@@ -183,7 +180,11 @@ def short_cpu(description: dict[str, object]) -> str:
     ]
     if description.get("onednn_max_cpu_isa"):
         caps = description.get("kernel_caps") or {}
-        others = [name for name, variable in OTHER_LIBRARIES.items() if variable in caps]  # type: ignore[operator]
+        others = [
+            name
+            for name, variable in KERNEL_CAPS.items()
+            if variable in caps and variable != ISA_CAP_VARIABLE
+        ]  # type: ignore[operator]
         parts.append(
             f"ISA cap {description['onednn_max_cpu_isa']}" + (f" ({', '.join(others)} too)" if others else "")
         )
