@@ -20,6 +20,7 @@ from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList
 
 from ..errors import PersonaDemoError
 from .decode_linear import decoding
+from .kv_cache import roomy_cache
 from .models import LoadedLLM
 
 # Intended: with soft tokens the prompt goes in as embeddings, so these penalties see only the reply.
@@ -353,17 +354,17 @@ class FrozenLLM:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if processors:
             kwargs["logits_processor"] = LogitsProcessorList(processors)
-        if options.prefill_each_row and not self.llm.is_encoder_decoder:
-            cache = self.prefilled(embeds, mask)
-            if cache is not None:
-                kwargs["past_key_values"] = cache
+        if not self.llm.is_encoder_decoder:  # a cache with room for the reply: steps do not copy it (kv_cache.py)
+            room = options.max_new_tokens
+            cache = self.prefilled(embeds, mask, room) if options.prefill_each_row else None
+            kwargs["past_key_values"] = cache if cache is not None else roomy_cache(self.model.config, room)
         with decoding():  # decoding steps may read fp16 weight copies (decode_linear.py); the prefill is fp32
             out = self.model.generate(inputs_embeds=embeds, attention_mask=mask, streamer=streamer, **kwargs)
         if self.llm.is_encoder_decoder:
             out = out[:, 1:]  # drop the decoder start token
         return [row.tolist() for row in out[: len(rows)]]
 
-    def prefilled(self, embeds: torch.Tensor, mask: torch.Tensor) -> DynamicCache | None:
+    def prefilled(self, embeds: torch.Tensor, mask: torch.Tensor, room: int) -> DynamicCache | None:
         """The batch's key/value cache for every position but the last, each row run on its own and the results
         left-padded into one cache; None where padding wastes little (`PREFILL_EACH_ROW_PADDING`).
 
@@ -390,9 +391,8 @@ class FrozenLLM:
                     layers.append(([], []))
                 layers[n][0].append(F.pad(layer.keys, (0, 0, start, 0)))
                 layers[n][1].append(F.pad(layer.values, (0, 0, start, 0)))
-        return DynamicCache(
-            ddp_cache_data=[(torch.cat(keys), torch.cat(values)) for keys, values in layers],
-            config=self.model.config,
+        return roomy_cache(
+            self.model.config, room, [(torch.cat(keys), torch.cat(values)) for keys, values in layers]
         )
 
 
