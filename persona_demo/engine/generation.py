@@ -354,7 +354,9 @@ class FrozenLLM:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if processors:
             kwargs["logits_processor"] = LogitsProcessorList(processors)
-        if not self.llm.is_encoder_decoder:  # a cache with room for the reply: steps do not copy it (kv_cache.py)
+        if (
+            not self.llm.is_encoder_decoder
+        ):  # a cache with room for the reply: steps do not copy it (kv_cache.py)
             room = options.max_new_tokens
             cache = self.prefilled(embeds, mask, room) if options.prefill_each_row else None
             kwargs["past_key_values"] = cache if cache is not None else roomy_cache(self.model.config, room)
