@@ -38,8 +38,9 @@ class Settings:
     device: str = "auto"
     """`auto` (CUDA when available, else CPU), `cpu`, `cuda`, `cuda:N`."""
     dtype: str = "auto"
-    """`auto` (bfloat16 on CUDA and on a CPU where bf16 is measured faster at start-up, e.g. AVX512-BF16 or AMX;
-    else float32, which decodes from fp16 copies of the weights), `float32`, `bfloat16`, `float16`."""
+    """`auto` (bfloat16 on CUDA; float32 weights on a CPU, so scores are exact, with generation reading bf16
+    weight copies for prompts where bf16 is measured faster at start-up and fp16 copies for decoding steps),
+    `float32` (the same on a CPU), `bfloat16`, `float16`."""
     quantization: str = "auto"
     """`auto` (4-bit nf4 on CUDA, none on CPU), `none`, `nf4`."""
     threads: int = 0
@@ -53,7 +54,7 @@ class Settings:
     generation_concurrency: int = 1
     """How many generations (compare/chat) the studio runs at once; others wait in the queue."""
     encoder_dtype: str = "auto"
-    """`auto` (as `dtype`: bfloat16 on CUDA and where measured faster on a CPU, else float32), `float32`,
+    """`auto` (bfloat16 on CUDA and on a CPU where bf16 is measured faster at start-up, else float32), `float32`,
     `bfloat16`. bf16 vectors are within 1e-4 cosine of fp32 ones, so cached vectors stay interchangeable."""
     encoder_batch_size: int = 128
     """Texts per encoder batch at most; a batch also stops at `encoder_batch_tokens` padded tokens."""
@@ -153,8 +154,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
     group.add_argument(
         "--dtype",
-        help="auto (default: bfloat16 on CUDA and on CPUs where it is measured faster, else float32), float32, "
-        "bfloat16 (float32 on a CPU decodes from fp16 copies of the weights)",
+        help="auto (default: bfloat16 on CUDA, float32 on a CPU), float32, bfloat16; a float32 LLM on a CPU "
+        "generates from half-precision weight copies (bf16 prompts where bf16 is native, fp16 decoding steps)",
     )
     group.add_argument("--quantization", help="auto (default: nf4 on CUDA, none on CPU), none, nf4")
     group.add_argument("--quantize", dest="quantization", help=argparse.SUPPRESS)  # the studio's older name

@@ -24,8 +24,8 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 @pytest.fixture(scope="session")
 def settings() -> Settings:
     """The engine's exactness tests (padding, soft-token injection, sharded gradients, one-pass label scores)
-    compare numbers to 1e-4, which means something in fp32 only, so the shared LLM is fp32. The bf16 path that
-    `auto` picks where bf16 is faster is tested in test_bf16.py and by every studio and CLI test."""
+    compare numbers to 1e-4, which means something in fp32 only, so the shared LLM is fp32, as `auto` loads it on
+    a CPU (with generation's half-precision weight copies). A bf16 LLM is tested in test_bf16.py."""
     return Settings.from_env(threads=os.cpu_count() or 1, dtype="float32")
 
 

@@ -69,6 +69,7 @@ def test_targets_and_table():
             "bm25_k4_prompt_tokens": 120.0,
         },
         "persona_update": {"ms_by_history_size": {"10": 12.0, "10000": 70.0}},
+        "side_by_side": {"ratio": 1.16, "both_s": 0.911, "one_s": 0.777},
         "encode_throughput": {
             "batched_texts_per_s": 300.0,
             "naive_texts_per_s": 40.0,
@@ -95,19 +96,18 @@ def test_targets_and_table():
             "ratio": 2.3,
             "before_s": 4.6,
             "now_s": 2.0,
-            "float32_now_s": 3.8,
-            "dtype_ratio": 1.9,
-            "chosen_dtype": "bfloat16",
+            "now_form": "float32; generation reads bf16 weight copies for prompts and fp16 ones for decoding",
             "new_tokens": 64,
         },
     }
     text = table(results)
     assert "| plug_overhead ratio | 1.050 | <= 1.05 | yes |" in text
+    assert "| side_by_side seconds | both 0.91 s, one 0.78 s | report | |" in text
     assert "| persona_update @ 10000 items | 70.0 ms | ≤ 50 ms | NO |" in text
     assert "| encode batched / naive (1000 texts, bfloat16) | 300 / 40 texts/s | | |" in text
     assert (
-        "| chat_reply (64 tokens, both columns, guided) | before (float32 plain, reference pass) 4.60 s, now (bfloat16) "
-        "2.00 s; float32 now 3.80 s (dtype alone ×1.90) | report | |"
+        "| chat_reply (64 tokens, both columns, guided) | before (float32 plain, reference pass) 4.60 s, now (float32; "
+        "generation reads bf16 weight copies for prompts and fp16 ones for decoding) 2.00 s | report | |"
     ) in text
     assert (
         "| CPU | AMD EPYC, 2 cores, avx512_bf16, ISA cap AVX2 (fbgemm too); oneDNN ISA: no native bf16 | | |"

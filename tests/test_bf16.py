@@ -1,6 +1,6 @@
-"""The bf16 LLM that `auto` picks on a CPU where bf16 is faster: it scores like fp32 and serves the studio's
-paths (plugged generation, the side-by-side pair, guided chat). The engine's exactness tests use fp32
-(conftest); these compare the two dtypes on the real models and a shipped plug."""
+"""The bf16 LLM (`--dtype bfloat16`; `auto` keeps fp32 weights on a CPU and generates from bf16 copies where
+bf16 is native): it scores like fp32 and serves the studio's paths (plugged generation, the side-by-side pair,
+guided chat). These compare the two dtypes on the real models and a shipped plug."""
 
 from __future__ import annotations
 

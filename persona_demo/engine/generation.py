@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList
 
 from ..errors import PersonaDemoError
-from .decode_linear import decoding
+from .decode_linear import generating
 from .kv_cache import roomy_cache
 from .models import LoadedLLM
 
@@ -354,13 +354,13 @@ class FrozenLLM:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if processors:
             kwargs["logits_processor"] = LogitsProcessorList(processors)
-        if (
-            not self.llm.is_encoder_decoder
-        ):  # a cache with room for the reply: steps do not copy it (kv_cache.py)
-            room = options.max_new_tokens
-            cache = self.prefilled(embeds, mask, room) if options.prefill_each_row else None
-            kwargs["past_key_values"] = cache if cache is not None else roomy_cache(self.model.config, room)
-        with decoding():  # decoding steps may read fp16 weight copies (decode_linear.py); the prefill is fp32
+        with generating():  # prompt and steps may read half-precision weight copies (decode_linear.py)
+            if not self.llm.is_encoder_decoder:  # a cache with room for the reply: steps do not copy it
+                room = options.max_new_tokens
+                cache = self.prefilled(embeds, mask, room) if options.prefill_each_row else None
+                kwargs["past_key_values"] = (
+                    cache if cache is not None else roomy_cache(self.model.config, room)
+                )
             out = self.model.generate(inputs_embeds=embeds, attention_mask=mask, streamer=streamer, **kwargs)
         if self.llm.is_encoder_decoder:
             out = out[:, 1:]  # drop the decoder start token

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from .decode_linear import decoding, speed_up_decoding
+from .decode_linear import generating, speed_up_generation
 
 ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 """/proc/cpuinfo flags that decide which matmul kernels exist."""
@@ -36,8 +36,8 @@ KERNEL_CAPS = {
     "MKL": "MKL_ENABLE_INSTRUCTIONS",
     "ATen": "ATEN_CPU_CAPABILITY",
 }
-"""The variable that caps each kernel library's instructions: oneDNN (bf16 matmuls), fbgemm (fp32 decoding
-from fp16 weights, `decode_linear.py`), MKL (fp32 matmuls) and ATen's own vector code. An older CPU is stood in
+"""The variable that caps each kernel library's instructions: oneDNN (bf16 matmuls), fbgemm (generation from
+fp16 weight copies, `decode_linear.py`), MKL (fp32 matmuls) and ATen's own vector code. An older CPU is stood in
 for with all four, e.g. `AVX2`, `AVX2`, `AVX2`, `avx2`."""
 
 
@@ -63,16 +63,16 @@ BF16_MARGIN = 1.1
 
 
 def _bf16_speedup(rows: int, width: int, out: int, repeats: int = 15) -> float:
-    """fp32 ÷ bf16 time of one matmul, each as the studio runs it (fp32: a `FewRowLinear`, which decodes few
-    rows from fp16 copies of the weights): the median ratio of pairs timed back to back, so load from another
+    """(fp32 weights, as generation runs them without bf16 copies: fp16 copies through fbgemm) ÷ bf16 time of
+    one matmul: the median ratio of pairs timed back to back, so load from another
     process hits both dtypes alike (timed as two separate blocks, a studio started during a CI run once settled
     on fp32 for good)."""
     fp32 = torch.nn.Linear(width, out, bias=False)
-    speed_up_decoding(fp32)
+    speed_up_generation(fp32, bf16_prompts=False)
     x = torch.randn(rows, width)
     x16, w16 = x.bfloat16(), fp32.weight.detach().bfloat16()
     calls = (lambda: fp32(x), lambda: torch.nn.functional.linear(x16, w16))
-    with torch.inference_mode(), decoding():
+    with torch.inference_mode(), generating():
         for call in calls * 2:  # oneDNN builds its kernel on first use
             call()
         ratios = []
@@ -93,11 +93,11 @@ def bf16_speedups() -> tuple[float, ...]:
 
 
 def bf16_is_faster_on_cpu() -> bool:
-    """Whether the frozen LLM and encoder run in bf16 on this CPU: where a prompt-sized batch runs BF16_MARGIN
-    faster, i.e. bf16 is native. Prompts (prefill, scoring, encoder batches) are compute-bound and gain ~2.5×
-    there, which also keeps the side-by-side pair's second prompt cheap. Decoding does not decide: fp32 decodes
-    from fp16 weight copies as fast or faster (decode probe 0.7-1.0× on the EPYC), and where bf16 is emulated it
-    loses the batch anyway (0.2-0.7×)."""
+    """Whether the encoder runs in bf16 and the LLM's generation prompts read bf16 weight copies on this CPU:
+    where a prompt-sized batch runs BF16_MARGIN faster, i.e. bf16 is native. Prompts and encoder batches are
+    compute-bound and gain ~2× there, which also keeps the side-by-side pair's second prompt cheap. Decoding does
+    not decide: fp16 weight copies decode as fast or faster (decode probe 0.7-1.0× on the EPYC), and where bf16
+    is emulated it loses the batch anyway (0.2-0.7×)."""
     return bf16_speedups()[BATCH_PROBE] >= BF16_MARGIN
 
 

@@ -19,7 +19,7 @@ import torch
 
 from ..config import DEFAULT_ENCODER, DEFAULT_LLM, Settings
 from ..errors import PersonaDemoError
-from .decode_linear import decoding_form, speed_up_decoding
+from .decode_linear import generation_form, speed_up_generation
 from .hardware import bf16_is_faster_on_cpu
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class LoadedLLM:
     quantization: str
 
     def describe(self) -> str:
-        form = decoding_form(self.model)
+        form = generation_form(self.model)
         return (
             f"{self.model_id} on {self.device} ({str(self.dtype).removeprefix('torch.')}, "
             f"quantization {self.quantization}{', ' + form if form else ''})"
@@ -102,12 +102,11 @@ def resolve_device(settings: Settings) -> torch.device:
 
 
 def resolve_dtype(settings: Settings, device: torch.device) -> torch.dtype:
-    """bf16 on CUDA, and on a CPU where it is native (hardware.bf16_is_faster_on_cpu): there prompts run ~2.5×
-    faster and the side-by-side pair costs ~one generation; the shipped plugs' dev NLL moves by ≤ 0.03% (the
-    rating plug's two-token score: 1.7%; docs/performance.md). Elsewhere fp32, which decodes from fp16 copies
-    of the weights (decode_linear.py)."""
+    """bf16 on CUDA; fp32 weights on a CPU, so every score is exact (a bf16 model moved the rating plug's dev
+    NLL by 1.7%, docs/performance.md), while generation reads half-precision copies: bf16 for prompts where it
+    is native (hardware.bf16_is_faster_on_cpu), fp16 for decoding steps (decode_linear.py)."""
     if settings.dtype == "auto":
-        return torch.bfloat16 if bf16_pays(device) else torch.float32
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
     return getattr(torch, settings.dtype)
 
 
@@ -207,8 +206,8 @@ def _hub_error(kind: str, name: str, exc: Exception) -> PersonaDemoError:
 
 
 def load_llm(settings: Settings) -> LoadedLLM:
-    """Load the frozen LLM: bf16 where native, else fp32 (or the chosen dtype); 4-bit nf4 through bitsandbytes
-    on CUDA."""
+    """Load the frozen LLM: bf16 on CUDA, fp32 with half-precision copies for generation on a CPU (or the chosen
+    dtype); 4-bit nf4 through bitsandbytes on CUDA."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     configure_threads(settings)
@@ -241,7 +240,7 @@ def load_llm(settings: Settings) -> LoadedLLM:
     if quantization != "nf4":
         model.to(device)
     if device.type == "cpu" and dtype == torch.float32:
-        speed_up_decoding(model)  # decoding steps read fp16 copies of the weights (decode_linear.py)
+        speed_up_generation(model, bf16_prompts=bf16_pays(device))  # half-precision copies (decode_linear.py)
     return wrap_llm(model, tokenizer, canonical_llm_id(settings.llm), quantization=quantization)
 
 
