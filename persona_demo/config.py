@@ -40,7 +40,7 @@ class Settings:
     dtype: str = "auto"
     """`auto` (bfloat16 on CUDA; float32 weights on a CPU, so scores are exact, with generation reading bf16
     weight copies for prompts where bf16 is measured faster at start-up and fp16 copies for decoding steps),
-    `float32` (the same on a CPU), `bfloat16`, `float16`."""
+    `float32` (exact fp32 everywhere, generation too: slower), `bfloat16`, `float16`."""
     quantization: str = "auto"
     """`auto` (4-bit nf4 on CUDA, none on CPU), `none`, `nf4`."""
     threads: int = 0
@@ -154,8 +154,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
     group.add_argument(
         "--dtype",
-        help="auto (default: bfloat16 on CUDA, float32 on a CPU), float32, bfloat16; a float32 LLM on a CPU "
-        "generates from half-precision weight copies (bf16 prompts where bf16 is native, fp16 decoding steps)",
+        help="auto (default: bfloat16 on CUDA; on a CPU float32 weights, generating from half-precision copies: "
+        "bf16 prompts where bf16 is native, fp16 decoding steps), float32 (exact everywhere), bfloat16",
     )
     group.add_argument("--quantization", help="auto (default: nf4 on CUDA, none on CPU), none, nf4")
     group.add_argument("--quantize", dest="quantization", help=argparse.SUPPRESS)  # the studio's older name

@@ -15,6 +15,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 from pathlib import Path
 
 import pytest
+import torch
 
 from persona_demo.config import Settings
 
@@ -24,9 +25,12 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 @pytest.fixture(scope="session")
 def settings() -> Settings:
     """The engine's exactness tests (padding, soft-token injection, sharded gradients, one-pass label scores)
-    compare numbers to 1e-4, which means something in fp32 only, so the shared LLM is fp32, as `auto` loads it on
-    a CPU (with generation's half-precision weight copies). A bf16 LLM is tested in test_bf16.py."""
-    return Settings.from_env(threads=os.cpu_count() or 1, dtype="float32")
+    compare numbers to 1e-4, which means something in fp32 only. On a CPU `auto` keeps fp32 weights (and
+    generates from half-precision copies), so the tests run what the studio runs; on a GPU, where `auto` is
+    bf16, they ask for float32. A bf16 LLM is tested in test_bf16.py."""
+    return Settings.from_env(
+        threads=os.cpu_count() or 1, dtype="float32" if torch.cuda.is_available() else "auto"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -1,14 +1,14 @@
 """Rows of very different lengths are prefilled one by one, then decoded together: the same replies as one
 padded batch. Real SmolLM2 with exact fp32 linear layers (`plain_linears`): with fp16-weight decoding the
 last prompt position runs as a few-row step in one path and inside the full prompt in the other, so a near-tie
-may round differently (decode_linear.py)."""
+may round differently (half_copies.py)."""
 
 from __future__ import annotations
 
 import dataclasses
 
-from persona_demo.engine.decode_linear import plain_linears
 from persona_demo.engine.generation import GenerationOptions, Row
+from persona_demo.engine.half_copies import plain_linears
 from persona_demo.tasks.persona_prompt import persona_messages
 
 LONG_TEXTS = [

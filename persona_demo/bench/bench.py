@@ -166,7 +166,8 @@ def llm_dtype(engine: PersonaEngine) -> torch.dtype:
 
 
 def engine_in_float32(engine: PersonaEngine) -> PersonaEngine:
-    """The same engine (encoder, cache, plug) over a fresh fp32 copy of its LLM: the studio before, for a ratio."""
+    """The same engine (encoder, cache, plug) over an exact fp32 copy of its LLM (`--dtype float32`: plain linear
+    layers): the studio before, for a ratio."""
     from ..engine.models import load_llm
 
     llm = load_llm(dataclasses.replace(engine.settings, dtype="float32"))
@@ -182,7 +183,7 @@ def bench_chat_reply(engine: PersonaEngine, config: BenchConfig) -> dict:
     engine, the reference as a row of the batch, each row prefilled alone, generation from half-precision weight
     copies, a key/value cache with room for the reply)."""
     from ..app.args import reply_defaults
-    from ..engine.decode_linear import generation_form, plain_linears
+    from ..engine.half_copies import generation_form
     from ..tasks.persona_prompt import chosen_texts, not_to_echo, persona_messages
 
     _, history, _ = load_examples(config.data_dir, 1)[0]
@@ -207,11 +208,7 @@ def bench_chat_reply(engine: PersonaEngine, config: BenchConfig) -> dict:
         ):
             pass
 
-    def reply_before(_: int) -> None:
-        with plain_linears(fp32.loaded_llm.model):  # the studio as it was: F.linear row by row in fp32
-            reply(fp32, before)
-
-    studio = interleaved(reply_before, lambda _: reply(engine, now), config.repeats)
+    studio = interleaved(lambda _: reply(fp32, before), lambda _: reply(engine, now), config.repeats)
     form = generation_form(engine.loaded_llm.model)
     return {
         "ratio": studio.ratio,

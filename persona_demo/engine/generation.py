@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList
 
 from ..errors import PersonaDemoError
-from .decode_linear import generating
+from .half_copies import generating
 from .kv_cache import roomy_cache
 from .models import LoadedLLM
 
@@ -354,7 +354,7 @@ class FrozenLLM:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if processors:
             kwargs["logits_processor"] = LogitsProcessorList(processors)
-        with generating():  # prompt and steps may read half-precision weight copies (decode_linear.py)
+        with generating():  # prompt and steps may read half-precision weight copies (half_copies.py)
             if not self.llm.is_encoder_decoder:  # a cache with room for the reply: steps do not copy it
                 room = options.max_new_tokens
                 cache = self.prefilled(embeds, mask, room) if options.prefill_each_row else None

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from .decode_linear import generating, speed_up_generation
+from .half_copies import generating, speed_up_generation
 
 ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 """/proc/cpuinfo flags that decide which matmul kernels exist."""
@@ -37,7 +37,7 @@ KERNEL_CAPS = {
     "ATen": "ATEN_CPU_CAPABILITY",
 }
 """The variable that caps each kernel library's instructions: oneDNN (bf16 matmuls), fbgemm (generation from
-fp16 weight copies, `decode_linear.py`), MKL (fp32 matmuls) and ATen's own vector code. An older CPU is stood in
+fp16 weight copies, `half_copies.py`), MKL (fp32 matmuls) and ATen's own vector code. An older CPU is stood in
 for with all four, e.g. `AVX2`, `AVX2`, `AVX2`, `avx2`."""
 
 
@@ -63,10 +63,10 @@ BF16_MARGIN = 1.1
 
 
 def _bf16_speedup(rows: int, width: int, out: int, repeats: int = 15) -> float:
-    """(fp32 weights, as generation runs them without bf16 copies: fp16 copies through fbgemm) ÷ bf16 time of
-    one matmul: the median ratio of pairs timed back to back, so load from another
-    process hits both dtypes alike (timed as two separate blocks, a studio started during a CI run once settled
-    on fp32 for good)."""
+    """Time of one matmul with fp32 weights (as generation runs them without bf16 copies: a `HalfCopyLinear`,
+    fbgemm's fp16 product, ~1-1.3× `F.linear`'s speed) ÷ its time in bf16: the median ratio of pairs timed back
+    to back, so load from another process hits both alike (timed as two separate blocks, a studio started during
+    a CI run once settled on fp32 for good)."""
     fp32 = torch.nn.Linear(width, out, bias=False)
     speed_up_generation(fp32, bf16_prompts=False)
     x = torch.randn(rows, width)

@@ -19,7 +19,7 @@ import torch
 
 from ..config import DEFAULT_ENCODER, DEFAULT_LLM, Settings
 from ..errors import PersonaDemoError
-from .decode_linear import generation_form, speed_up_generation
+from .half_copies import generation_form, speed_up_generation
 from .hardware import bf16_is_faster_on_cpu
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ def resolve_device(settings: Settings) -> torch.device:
 def resolve_dtype(settings: Settings, device: torch.device) -> torch.dtype:
     """bf16 on CUDA; fp32 weights on a CPU, so every score is exact (a bf16 model moved the rating plug's dev
     NLL by 1.7%, docs/performance.md), while generation reads half-precision copies: bf16 for prompts where it
-    is native (hardware.bf16_is_faster_on_cpu), fp16 for decoding steps (decode_linear.py)."""
+    is native (hardware.bf16_is_faster_on_cpu), fp16 for decoding steps (half_copies.py)."""
     if settings.dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     return getattr(torch, settings.dtype)
@@ -207,7 +207,7 @@ def _hub_error(kind: str, name: str, exc: Exception) -> PersonaDemoError:
 
 def load_llm(settings: Settings) -> LoadedLLM:
     """Load the frozen LLM: bf16 on CUDA, fp32 with half-precision copies for generation on a CPU (or the chosen
-    dtype); 4-bit nf4 through bitsandbytes on CUDA."""
+    dtype: `float32` is exact fp32 everywhere); 4-bit nf4 through bitsandbytes on CUDA."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     configure_threads(settings)
@@ -239,8 +239,10 @@ def load_llm(settings: Settings) -> LoadedLLM:
         raise _hub_error("LLM", settings.llm, exc) from exc
     if quantization != "nf4":
         model.to(device)
-    if device.type == "cpu" and dtype == torch.float32:
-        speed_up_generation(model, bf16_prompts=bf16_pays(device))  # half-precision copies (decode_linear.py)
+    if (
+        device.type == "cpu" and dtype == torch.float32 and settings.dtype == "auto"
+    ):  # explicit float32: exact
+        speed_up_generation(model, bf16_prompts=bf16_pays(device))  # half-precision copies (half_copies.py)
     return wrap_llm(model, tokenizer, canonical_llm_id(settings.llm), quantization=quantization)
 
 

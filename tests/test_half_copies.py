@@ -1,6 +1,6 @@
 """fp32 CPU linear layers that read half-precision copies of their weights in generation (fp16 for decoding
 steps, bf16 for prompts where bf16 is native): close to `F.linear` there, exact outside generation and with
-gradients, undone for the bench's baseline. Real SmolLM2 for the model checks."""
+gradients, undone by `plain_linears` and left out with an explicit dtype. Real SmolLM2 for the model checks."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from persona_demo.engine.decode_linear import (
+from persona_demo.engine.generation import FrozenLLM, GenerationOptions, Row
+from persona_demo.engine.half_copies import (
     MAX_ROWS,
     HalfCopyLinear,
     generating,
@@ -18,7 +19,6 @@ from persona_demo.engine.decode_linear import (
     plain_linears,
     speed_up_generation,
 )
-from persona_demo.engine.generation import FrozenLLM, GenerationOptions, Row
 from persona_demo.engine.models import bf16_pays, load_llm
 
 SHAPES = [(1, 1, 48), (2, 1, 48), (3, 48), (MAX_ROWS, 1, 48), (2, 7, 48)]
@@ -111,6 +111,9 @@ def test_an_fp32_cpu_llm_generates_from_weight_copies_keeps_its_tied_head_and_wr
     assert generation_form(model) is not None and fast == plain
 
 
-def test_a_bf16_llm_keeps_plain_linear_layers(settings):
-    llm = load_llm(dataclasses.replace(settings, dtype="bfloat16"))
-    assert generation_form(llm.model) is None and "fp16" not in llm.describe()
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_an_explicit_dtype_keeps_plain_linear_layers(settings, dtype):
+    """`--dtype float32` is exact fp32 everywhere, generation included (how the recorded figures were made)."""
+    llm = load_llm(dataclasses.replace(settings, dtype=dtype))
+    assert generation_form(llm.model) is None and "copies" not in llm.describe()
+    assert not any(isinstance(module, HalfCopyLinear) for module in llm.model.modules())
