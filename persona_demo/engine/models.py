@@ -239,9 +239,8 @@ def load_llm(settings: Settings) -> LoadedLLM:
         raise _hub_error("LLM", settings.llm, exc) from exc
     if quantization != "nf4":
         model.to(device)
-    if (
-        device.type == "cpu" and dtype == torch.float32 and settings.dtype == "auto"
-    ):  # explicit float32: exact
+    exact_asked = settings.dtype != "auto"  # explicit float32: exact fp32, generation included
+    if device.type == "cpu" and dtype == torch.float32 and not exact_asked:
         speed_up_generation(model, bf16_prompts=bf16_pays(device))  # half-precision copies (half_copies.py)
     return wrap_llm(model, tokenizer, canonical_llm_id(settings.llm), quantization=quantization)
 
