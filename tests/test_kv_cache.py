@@ -53,7 +53,10 @@ def test_a_roomy_layer_stays_right_after_the_cache_is_cropped_or_reordered():
 
 def test_the_roomy_cache_is_filled_with_a_prefilled_prompt(engine):
     data = [(torch.randn(1, 3, 6, 64), torch.randn(1, 3, 6, 64)) for _ in engine.llm.model.model.layers]
-    cache = roomy_cache(engine.llm.model.config, room=5, data=data)
+    room = torch.zeros(1, 3, 5, 64)
+    buffers = [(torch.cat([keys, room], -2), torch.cat([values, room], -2)) for keys, values in data]
+    cache = roomy_cache(engine.llm.model.config, 5, buffers, length=6)
+    assert cache.layers[-1].keys.data_ptr() == buffers[-1][0].data_ptr()  # taken over, not copied
     assert cache.get_seq_length() == 6
     assert all(isinstance(layer, RoomyLayer) for layer in cache.layers)
     assert torch.equal(cache.layers[-1].keys, data[-1][0])
@@ -75,8 +78,9 @@ def test_generation_with_room_gives_the_tokens_of_the_concatenating_cache(engine
     batches = ([plugged, plain], [long, short])
     with_room = [engine.llm._generate_tokens(rows, options, None) for rows in batches]
 
-    def concatenating(config: object, room: int, data: object = None) -> DynamicCache:
-        return DynamicCache(ddp_cache_data=data, config=config) if data else DynamicCache(config=config)
+    def concatenating(config: object, room: int, prompt: list | None = None, length: int = 0) -> DynamicCache:
+        filled = [(keys[..., :length, :], values[..., :length, :]) for keys, values in prompt or []]
+        return DynamicCache(ddp_cache_data=filled or None, config=config)
 
     monkeypatch.setattr(generation, "roomy_cache", concatenating)
     assert [engine.llm._generate_tokens(rows, options, None) for rows in batches] == with_room

@@ -176,9 +176,9 @@ def current(grad_accum: int = 1, batch_size: int = 0) -> Single:
 def settings_for(settings: Settings, dist: Single, training: bool = False) -> Settings:
     """Each process on its own device (cuda:LOCAL_RANK), and CPU threads split between local processes.
 
-    For `training`, the frozen LLM keeps fp32 weights on a CPU (as `auto` loads it there; stated here so no
-    change to the inference rule reaches training): the config's bf16 autocast gives the speed, and a bf16
-    residual stream would round what the plug learns from."""
+    For `training`, the frozen LLM gets an explicit float32 on a CPU: exact fp32 weights without generation's
+    half-precision copies (training never generates, so they would only take memory); the config's bf16
+    autocast gives the speed, and a bf16 residual stream would round what the plug learns from."""
     changes: dict[str, object] = {}
     device = dist.device or resolve_device(settings)
     if training and settings.dtype == "auto" and device.type == "cpu":

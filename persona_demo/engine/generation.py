@@ -20,7 +20,7 @@ from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList
 
 from ..errors import PersonaDemoError
 from .half_copies import generating
-from .kv_cache import roomy_cache
+from .kv_cache import roomy_cache, zeros_with_room
 from .models import LoadedLLM
 
 # Intended: with soft tokens the prompt goes in as embeddings, so these penalties see only the reply.
@@ -374,28 +374,27 @@ class FrozenLLM:
         (the plain reply, guidance's reference); padded to the longest, the prefill computes all three at the
         persona prompt's length, while alone the short rows cost almost nothing. `generate` then runs only the
         last position, with positions from the attention mask as before, so the replies are the same."""
-        width = mask.shape[1]
+        length = mask.shape[1] - 1
         starts = [int(row.nonzero()[0]) for row in mask]  # leading pads (and hidden soft positions) skipped
-        if sum(starts) < PREFILL_EACH_ROW_PADDING * mask.numel() or max(starts) >= width - 1:
+        if sum(starts) < PREFILL_EACH_ROW_PADDING * mask.numel() or max(starts) >= length:
             return None
-        layers: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = []
+        buffers: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer, written row by row, room included
         for row, start in enumerate(starts):
-            row_mask = mask[row : row + 1, start : width - 1]
+            row_mask = mask[row : row + 1, start:length]
             out = self.model(
-                inputs_embeds=embeds[row : row + 1, start : width - 1],
+                inputs_embeds=embeds[row : row + 1, start:length],
                 attention_mask=row_mask,
                 position_ids=(row_mask.cumsum(-1) - 1).clamp(min=0),
                 use_cache=True,
                 logits_to_keep=1,
             )
             for n, layer in enumerate(out.past_key_values.layers):
-                if n == len(layers):
-                    layers.append(([], []))
-                layers[n][0].append(F.pad(layer.keys, (0, 0, start, 0)))
-                layers[n][1].append(F.pad(layer.values, (0, 0, start, 0)))
-        return roomy_cache(
-            self.model.config, room, [(torch.cat(keys), torch.cat(values)) for keys, values in layers]
-        )
+                if n == len(buffers):
+                    size = (len(starts), length + room)
+                    buffers.append((zeros_with_room(layer.keys, *size), zeros_with_room(layer.values, *size)))
+                buffers[n][0][row, ..., start:length, :] = layer.keys[0]
+                buffers[n][1][row, ..., start:length, :] = layer.values[0]
+        return roomy_cache(self.model.config, room, buffers, length)
 
 
 class EchoGuard(LogitsProcessor):

@@ -3,9 +3,9 @@
 transformers' `DynamicLayer` grows by `torch.cat([cache, new])`, so every decoding step copies every layer's
 keys and values: for a chat turn (a ~770-token persona prompt, three rows, 64 new tokens) that is ~115 MB per
 step and ~0.8 s of a ~3.6 s turn on a 2-core CPU. `RoomyLayer` allocates room for the prompt and every token
-`generate` may add when it first sees the prompt, writes each step's keys into that room and hands attention a
-view of the filled part, so a step copies only its own keys. The attention arithmetic is unchanged (same
-values, same shapes).
+`generate` may add when it first sees the prompt (or takes over buffers a row-by-row prefill wrote with that
+room, `FrozenLLM.prefilled`), writes each step's keys into that room and hands attention a view of the filled
+part, so a step copies only its own keys. The attention arithmetic is unchanged (same values, same shapes).
 """
 
 from __future__ import annotations
@@ -41,6 +41,13 @@ class RoomyLayer(DynamicLayer):
         self.values = self._value_buffer[..., :end, :]
         return self.keys, self.values
 
+    def adopt(self, keys: torch.Tensor, values: torch.Tensor, length: int) -> None:
+        """Take over buffers whose first `length` positions hold a prefilled prompt, as they are (no copy); their
+        positions past `length` are the room."""
+        self.lazy_initialization(keys, values)
+        self._key_buffer, self._value_buffer = keys, values
+        self.keys, self.values = keys[..., :length, :], values[..., :length, :]
+
     def _owns_views(self) -> bool:
         """Whether `keys` is still the view this layer handed out (crop, reorder or batch selection replace it)."""
         return (
@@ -65,14 +72,27 @@ def _with_room(filled: torch.Tensor | None, new: torch.Tensor, length: int, capa
 
 
 def roomy_cache(
-    config: object, room: int, data: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    config: object,
+    room: int,
+    prompt: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    length: int = 0,
 ) -> DynamicCache:
-    """A `DynamicCache` of `RoomyLayer`s with room for `room` new positions after the prompt (optionally filled
-    with a prefilled prompt's keys and values per layer)."""
+    """A `DynamicCache` of `RoomyLayer`s with room for `room` new positions after the prompt. `prompt`: per
+    layer, key and value buffers whose first `length` positions hold a prefilled prompt, taken over as they are.
+    Models with other layer kinds (sliding windows) keep transformers' own layers."""
     cache = DynamicCache(config=config)  # type: ignore[arg-type]
     if not all(type(layer) is DynamicLayer for layer in cache.layers):
-        return DynamicCache(ddp_cache_data=data, config=config) if data else cache  # type: ignore[arg-type]
+        if not prompt:
+            return cache
+        filled = [(keys[..., :length, :], values[..., :length, :]) for keys, values in prompt]
+        return DynamicCache(ddp_cache_data=filled, config=config)  # type: ignore[arg-type]
     cache.layers = [RoomyLayer(room) for _ in cache.layers]
-    for layer, (keys, values) in zip(cache.layers, data or []):
-        layer.update(keys, values)
+    for layer, (keys, values) in zip(cache.layers, prompt or []):
+        layer.adopt(keys, values, length)
     return cache
+
+
+def zeros_with_room(like: torch.Tensor, rows: int, capacity: int) -> torch.Tensor:
+    """A zeroed [rows, heads, capacity, dim] buffer for the cache of one layer shaped like `like`; positions left
+    at zero are padding, which the attention mask hides."""
+    return like.new_zeros((rows, *like.shape[1:-2], capacity, like.shape[-1]))
