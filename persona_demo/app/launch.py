@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     from ..data.store import PersonaStore
     from ..engine.checkpoint import resolve_plug_path
     from ..engine.engine import PersonaEngine
+    from ..engine.hardware import bf16_speedups
+    from ..engine.models import resolve_device
     from ..errors import PersonaDemoError
     from .space import warm_umap
 
@@ -90,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser().parse_args(argv)
         auth = parse_auth(args.auth)
         settings = settings_from_args(args)
+        if resolve_device(settings).type == "cpu":
+            bf16_speedups()  # time the CPU while the process is quiet: the warm-up thread would distort it
         warm_umap()  # numba compiles while the models load
         store = PersonaStore(args.db)
         ensure_seed_personas(store)  # first start: example personas, so the demo is alive at once

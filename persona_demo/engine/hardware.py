@@ -88,7 +88,10 @@ def _bf16_speedup(rows: int, width: int, out: int, repeats: int = 15) -> float:
 
 @cache
 def bf16_speedups() -> tuple[float, ...]:
-    """fp32 ÷ bf16 time of each BF16_PROBES matmul on this CPU (~0.1 s, once per process)."""
+    """fp32 ÷ bf16 time of each BF16_PROBES matmul on this CPU (~0.1 s, once per process). Take it before any
+    background thread starts: a thread holding the GIL (numba compiling UMAP) delays the return of every timed
+    call by up to a switch interval, which flattens the ratio towards 1 and can settle a native-bf16 CPU on
+    fp16 prompts and an fp32 encoder."""
     return tuple(_bf16_speedup(*shape) for shape in BF16_PROBES)
 
 
