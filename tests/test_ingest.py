@@ -5,6 +5,8 @@ from __future__ import annotations
 import codecs
 import gzip
 import json
+import random
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from persona_demo.data.ingest import (
     display_label,
     parse_text,
     parse_upload,
+    split_text,
     truncate_text,
 )
 from persona_demo.errors import PersonaDemoError
@@ -354,14 +357,111 @@ def test_missing_file_and_folder_give_messages(tmp_path: Path) -> None:
         parse_upload(tmp_path, "folder.txt")
 
 
-def test_item_cap_and_long_items() -> None:
+def test_item_cap_and_long_items_are_split_not_shortened() -> None:
     limits = IngestLimits(max_items=3, max_chars=50)
     with pytest.raises(PersonaDemoError, match="has 4 items; the limit is 3 per persona"):
         parse_upload(b"a\n\nb\n\nc\n\nd", "x.txt", limits=limits)
-    parsed = parse_upload(("word " * 40).encode() + b"\n\nshort", "x.txt", limits=limits)
-    assert len(parsed.items[0].text) <= 50 and parsed.items[0].text.endswith("…")
-    assert parsed.truncated == 1
-    assert any("1 item(s) in x.txt were longer than 50 characters" in n for n in parsed.notices)
+    long = "word " * 30  # 150 characters: three items of at most 50
+    parsed = parse_upload(long.encode() + b"\n\nshort", "x.txt", limits=IngestLimits(max_chars=50))
+    assert all(len(text) <= 50 for text in texts(parsed)) and texts(parsed)[-1] == "short"
+    assert " ".join(texts(parsed)[:-1]).split() == long.split()
+    assert parsed.truncated == 0
+    assert any(
+        "1 item(s) in x.txt were longer than 50 characters: added as 3 items" in n for n in parsed.notices
+    )
+
+
+def _assert_kept(text: str, pieces: list[str], max_chars: int) -> None:
+    """Every character of `text` is in `pieces`, in order; only whitespace between them may be dropped."""
+    assert pieces and all(0 < len(piece) <= max_chars for piece in pieces)
+    position = 0
+    for piece in pieces:
+        found = text.find(piece, position)
+        assert found >= 0, piece[:40]
+        assert not text[position:found].strip(), f"dropped {text[position:found][:40]!r}"
+        position = found + len(piece)
+    assert not text[position:].strip()
+    assert re.sub(r"\s", "", "".join(pieces)) == re.sub(r"\s", "", text)
+
+
+def test_a_50000_character_text_is_split_at_paragraphs_keeping_every_character() -> None:
+    rng = random.Random(0)
+    words = ["harbour", "fog", "ferry", "rope", "tide", "gull", "anchor", "deck", "storm,", "calm"]
+    paragraphs = []
+    while sum(len(p) + 2 for p in paragraphs) < 50_000:
+        sentences = [
+            " ".join(rng.choice(words) for _ in range(rng.randint(4, 14))).capitalize() + rng.choice(".!?")
+            for _ in range(rng.randint(1, 8))
+        ]
+        paragraphs.append(" ".join(sentences))
+    text = "\n\n".join(paragraphs)
+    pieces = split_text(text, 5_000)
+    _assert_kept(text, pieces, 5_000)
+    assert 10 <= len(pieces) <= 12  # packed up to the limit: about 50,000 / 5,000
+    assert all(
+        text.find(piece) == 0 or text[text.find(piece) - 2 : text.find(piece)] == "\n\n" for piece in pieces
+    )
+
+
+def test_split_falls_back_to_sentences_then_words_then_cuts() -> None:
+    one_paragraph = "A sentence here. " * 400  # 6,800 characters, no line break
+    pieces = split_text(one_paragraph, 5_000)
+    _assert_kept(one_paragraph, pieces, 5_000)
+    assert len(pieces) == 2 and all(piece.endswith(".") for piece in pieces)
+    quoted = 'He said "stop." Then left! ' * 300
+    pieces = split_text(quoted, 1_000)
+    _assert_kept(quoted, pieces, 1_000)
+    assert all(piece.endswith(('stop."', "left!")) for piece in pieces)
+    no_sentences = "word " * 2_000
+    _assert_kept(no_sentences, split_text(no_sentences, 5_000), 5_000)
+    unbroken = "x" * 12_001
+    assert split_text(unbroken, 5_000) == ["x" * 5_000, "x" * 5_000, "x" * 2_001]
+    cjk = "天气很好。" * 2_000  # sentence ends without spaces
+    pieces = split_text(cjk, 5_000)
+    _assert_kept(cjk, pieces, 5_000)
+    assert all(piece.endswith("。") for piece in pieces)
+    accented = "e\u0301" * 3_000  # never separate a letter from its combining accent
+    assert all(not piece.startswith("\u0301") for piece in split_text(accented, 1_001))
+
+
+def test_split_keeps_short_texts_unchanged_and_is_exact_on_random_texts() -> None:
+    assert split_text("  short, with spaces  ", 50) == ["  short, with spaces  "]
+    with pytest.raises(ValueError, match="at least 1"):
+        split_text("x", 0)
+    rng = random.Random(1)
+    alphabet = "ab .!?\n\t\u3002e\u0301"
+    for _ in range(300):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 400)))
+        limit = rng.randint(2, 60)
+        pieces = split_text(text, limit)
+        if len(text) <= limit:
+            assert pieces == [text]
+        elif text.strip():
+            _assert_kept(text, pieces, limit)
+        else:
+            assert pieces == []
+
+
+def test_long_items_of_every_format_are_split_with_their_fields() -> None:
+    limits = IngestLimits(max_chars=100)
+    long = "One sentence of a long review. " * 10
+    rows = json.dumps([{"text": long, "title": "T", "rating": 4}, "short"]).encode()
+    parsed = parse_upload(rows, "r.json", limits=limits)
+    assert [item.title for item in parsed.items] == ["T", "T", "T", "T", None]
+    assert all(item.score == 4 for item in parsed.items[:-1])
+    _assert_kept(long, texts(parsed)[:-1], 100)
+    table = parse_upload(f'text,id\n"{long}",1\n,2\n'.encode(), "t.csv", limits=limits)
+    _assert_kept(long, texts(table), 100)
+    assert any("added as 4 items" in n for n in table.notices)
+    assert any("1 row(s) with an empty 'text' were skipped" in n for n in table.notices)
+    lines = parse_upload(
+        json.dumps({"user": "u", "posts": [long]}).encode() + b"\n", "b.jsonl", limits=limits
+    )
+    _assert_kept(long, [item.text for item in lines.personas[0].items], 100)
+    export = {"format": EXPORT_FORMAT, "version": 1, "name": "Ann", "items": [{"text": long, "title": "E"}]}
+    persona = parse_upload(json.dumps(export).encode(), "ann.json", limits=limits).personas[0]
+    _assert_kept(long, [item.text for item in persona.items], 100)
+    assert {item.title for item in persona.items} == {"E"}
 
 
 def test_truncate_text_cuts_at_a_word_boundary() -> None:

@@ -21,7 +21,8 @@ gets U+FFFD for the broken bytes, also with a notice. Files that look binary (NU
 such as PDF/ZIP/PNG, or mostly control characters) are refused with an error.
 
 Limits (`IngestLimits`): 20 MB per upload, 10,000 distinct items per persona, 5,000 characters per item
-(longer items are shortened at a word boundary with a notice) and 10,000 personas per file.
+and 10,000 personas per file. A longer item is never cut: `split_text` makes it several items, in order, at
+paragraph, line, sentence or word boundaries, and a notice says so (nothing a person wrote is dropped).
 """
 
 from __future__ import annotations
@@ -173,6 +174,92 @@ def _short_filename(name: str, max_chars: int = 120) -> str:
     return shown[:half] + "…" + shown[-half:]
 
 
+_SPLIT_LEVELS = (
+    re.compile(r"\n[ \t\f\v]*\n"),  # paragraphs
+    re.compile(r"\n"),  # lines
+    re.compile(r"(?<=[.!?…])\s+|(?<=[.!?…][\"'”’»)\]])\s+|(?<=[。！？])"),  # sentences (CJK: no space)
+    re.compile(r"\s+"),  # words
+)
+"""Where a long text may be split, coarsest first; only a word longer than an item is cut inside."""
+
+
+def split_text(text: str, max_chars: int) -> list[str]:
+    """A text as items of at most `max_chars` characters, in order, losing nothing but whitespace.
+
+    The item limit keeps one text from dominating the encoder and the prompt; it must not throw away what a
+    person wrote. So a long text is split at the coarsest boundary that fits (blank lines, then line breaks,
+    sentence ends, spaces; a single unbroken word is cut), and neighbouring parts are packed together up to
+    the limit, so 50,000 characters make about ten items. A text within the limit comes back unchanged;
+    the parts of a longer one are stripped (whitespace at the split points is the only thing dropped).
+    """
+    if max_chars < 1:
+        raise ValueError(f"max_chars must be at least 1, got {max_chars}")
+    if len(text) <= max_chars:
+        return [text]
+    return [text[start:end] for start, end in _split_spans(text, 0, len(text), max_chars, 0)]
+
+
+def _strip_span(text: str, start: int, end: int) -> tuple[int, int]:
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end
+
+
+def _split_spans(text: str, start: int, end: int, max_chars: int, level: int) -> list[tuple[int, int]]:
+    """(start, end) offsets of `text[start:end]`'s parts, split at `_SPLIT_LEVELS[level]` or finer."""
+    start, end = _strip_span(text, start, end)
+    if end - start <= max_chars:
+        return [(start, end)] if end > start else []
+    if level == len(_SPLIT_LEVELS):
+        return _hard_cuts(text, start, end, max_chars)
+    segments, position = [], start
+    for match in _SPLIT_LEVELS[level].finditer(text, start, end):
+        segments.append(_strip_span(text, position, match.start()))
+        position = max(position, match.end())
+    segments.append(_strip_span(text, position, end))
+    segments = [(s, e) for s, e in segments if e > s]
+    if len(segments) < 2:
+        return _split_spans(text, start, end, max_chars, level + 1)
+    spans: list[tuple[int, int]] = []
+    current: tuple[int, int] | None = None
+    for seg_start, seg_end in segments:
+        if current is not None and seg_end - current[0] <= max_chars:
+            current = (current[0], seg_end)  # pack neighbours (and what separates them) into one part
+            continue
+        if current is not None:
+            spans.append(current)
+            current = None
+        if seg_end - seg_start <= max_chars:
+            current = (seg_start, seg_end)
+        else:
+            spans.extend(_split_spans(text, seg_start, seg_end, max_chars, level + 1))
+    if current is not None:
+        spans.append(current)
+    return spans
+
+
+def _hard_cuts(text: str, start: int, end: int, max_chars: int) -> list[tuple[int, int]]:
+    """A word longer than an item: cut it every `max_chars`, but never between a letter and its accent."""
+    spans = []
+    while end - start > max_chars:
+        cut = start + max_chars
+        while cut > start + 1 and unicodedata.combining(text[cut]):
+            cut -= 1
+        spans.append((start, cut))
+        start = cut
+    spans.append((start, end))
+    return spans
+
+
+def split_note(pieces: int, what: str = "That text") -> str:
+    """The message shown when a long text became several items."""
+    return (
+        f"{what} was long: added as {pieces:,} items (split at paragraph or sentence boundaries, in order)."
+    )
+
+
 def truncate_text(text: str, max_chars: int) -> str:
     """Cut a long text at a word boundary near `max_chars`, ending in an ellipsis, never exceeding it."""
     if len(text) <= max_chars:
@@ -304,33 +391,41 @@ def _check_not_binary(text: str, filename: str) -> str:
 
 
 class _ItemBuilder:
-    """Collects items, shortening long ones and remembering how many were shortened for one notice."""
+    """Collects items, splitting long ones (`split_text`) and counting them for one notice."""
 
     def __init__(self, limits: IngestLimits) -> None:
         self.limits = limits
         self.truncated = 0
+        """Always 0: long items are split, not shortened (kept for `ParsedUpload.truncated`'s readers)."""
+        self.split = 0
+        """Items longer than the limit."""
+        self.parts = 0
+        """The items those became."""
 
-    def make(self, text: Any, **extra: Any) -> HistoryItem | None:
+    def make(self, text: Any, **extra: Any) -> list[HistoryItem]:
+        """The item(s) for one source text: none for an empty or non-text value, several for a long one;
+        each part keeps the source's title, score, date and fields."""
         if text is None:
-            return None
+            return []
         if not isinstance(text, str):
             if isinstance(text, (dict, list)):
-                return None
+                return []
             text = str(text)
         if not text.strip():
-            return None
+            return []
         check_storable(text, "text")
-        if len(text) > self.limits.max_chars:
-            self.truncated += 1
-            text = truncate_text(text, self.limits.max_chars)
-        return HistoryItem(text=text, **extra)
+        pieces = split_text(text, self.limits.max_chars)
+        if len(pieces) > 1:
+            self.split += 1
+            self.parts += len(pieces)
+        return [HistoryItem(text=piece, **extra) for piece in pieces]
 
     def notice(self, filename: str) -> list[str]:
-        if not self.truncated:
+        if not self.split:
             return []
         notice = (
-            f"{self.truncated:,} item(s) in {filename} were longer than {self.limits.max_chars:,} characters "
-            "and were shortened."
+            f"{self.split:,} item(s) in {filename} were longer than {self.limits.max_chars:,} characters: "
+            f"added as {self.parts:,} items (split at paragraph or sentence boundaries, in order)."
         )
         return [notice]
 
@@ -362,14 +457,15 @@ def _first_key(obj: dict[str, Any], keys: Iterable[str]) -> str | None:
 
 def _item_from_object(
     obj: dict[str, Any], builder: _ItemBuilder, text_key: str | None, keep_all: bool = False
-) -> HistoryItem | None:
-    """An object becomes an item: its text field is the payload, title/score/date are lifted out as well.
+) -> list[HistoryItem]:
+    """An object becomes an item (several if its text is long): its text field is the payload,
+    title/score/date are lifted out as well.
 
     With `keep_all` (LaMP profiles) `fields` is the whole object; otherwise it is everything but the text.
     """
     key = text_key if text_key is not None else _text_key_of(obj)
     if key is None or key not in obj:
-        return None
+        return []
     title_key, score_key, date_key = (_first_key(obj, keys) for keys in (TITLE_KEYS, SCORE_KEYS, DATE_KEYS))
     fields = dict(obj) if keep_all else {k: v for k, v in obj.items() if k != key}
     score = obj.get(score_key) if score_key else None
@@ -400,7 +496,7 @@ def parse_text(
     limits = limits or IngestLimits()
     normalized = text.replace("\r\n", "\n").replace("\r", "\n")
     builder = _ItemBuilder(limits)
-    items = [it for it in (builder.make(b.strip()) for b in _BLOCK_SPLIT.split(normalized)) if it is not None]
+    items = [item for block in _BLOCK_SPLIT.split(normalized) for item in builder.make(block.strip())]
     if not items:
         raise PersonaDemoError(f"{filename} contains no text.")
     _check_item_count(items, filename, limits)
@@ -496,14 +592,15 @@ def parse_csv(
     index = _choose_column(header, rows, filename, text_column)
     builder = _ItemBuilder(limits)
     items: list[HistoryItem] = []
+    empty_rows = 0
     for _, row in rows:
         obj = {header[i] or f"column {i + 1}": row[i] for i in range(len(header))}
-        item = _item_from_object(obj, builder, header[index] or f"column {index + 1}")
-        if item is not None:
-            items.append(item)
+        row_items = _item_from_object(obj, builder, header[index] or f"column {index + 1}")
+        empty_rows += not row_items
+        items.extend(row_items)
     notices = builder.notice(filename)
-    if len(items) < len(rows):
-        notices.append(f"{len(rows) - len(items):,} row(s) with an empty '{header[index]}' were skipped.")
+    if empty_rows:
+        notices.append(f"{empty_rows:,} row(s) with an empty '{header[index]}' were skipped.")
     if not items:
         raise PersonaDemoError(f"The column '{display_label(header[index])}' in {filename} is empty.")
     _check_item_count(items, filename, limits)
@@ -604,15 +701,11 @@ def _items_from_values(
                     f"{where(index).capitalize()} of {filename} is an object without a text field "
                     f"(expected one of: {', '.join(TEXT_KEYS[:4])}, abstract, title)."
                 )
-            item = _item_from_object(value, builder, text_key)
+            items.extend(_item_from_object(value, builder, text_key))
         elif isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            item = builder.make(value)
-        elif value is None:
-            item = None
-        else:
+            items.extend(builder.make(value))
+        elif value is not None:
             raise PersonaDemoError(f"{where(index).capitalize()} of {filename} is not a text or an object.")
-        if item is not None:
-            items.append(item)
     if not items:
         raise PersonaDemoError(f"{filename} contains no text.")
     return items
@@ -743,9 +836,8 @@ def _lamp_profile_items(
                 f"Profile entry {position + 1} of question {index + 1} in {filename} is not an object."
             )
         key = _first_key(entry, LAMP_TEXT_KEYS) or _text_key_of(entry)
-        item = _item_from_object(entry, builder, key, keep_all=True) if key else None
-        if item is not None:
-            items.append(item)
+        if key:
+            items.extend(_item_from_object(entry, builder, key, keep_all=True))
     return items
 
 
@@ -769,7 +861,9 @@ def persona_from_export(
     name, items = data.get("name"), data.get("items")
     if not isinstance(name, str) or not isinstance(items, list):
         raise PersonaDemoError(f"{where} is an exported persona without a 'name' or an 'items' list.")
-    parsed_items = [_export_item(raw, i, where) for i, raw in enumerate(items)]
+    parsed_items = [
+        part for i, raw in enumerate(items) for part in _export_item(raw, i, where, limits.max_chars)
+    ]
     if len(parsed_items) > limits.max_items:
         raise PersonaDemoError(f"{where} has {len(parsed_items):,} items; the limit is {limits.max_items:,}.")
     meta = data.get("meta") or {}
@@ -785,7 +879,8 @@ def persona_from_export(
     )
 
 
-def _export_item(raw: Any, index: int, where: str) -> HistoryItem:
+def _export_item(raw: Any, index: int, where: str, max_chars: int) -> list[HistoryItem]:
+    """One exported item; a hand-edited one over the limit becomes several (`split_text`), like uploads."""
     if isinstance(raw, str):
         raw = {"text": raw}
     if not isinstance(raw, dict) or not isinstance(raw.get("text"), str) or not raw["text"].strip():
@@ -797,13 +892,16 @@ def _export_item(raw: Any, index: int, where: str) -> HistoryItem:
     score = raw.get("score")
     if score is not None and not isinstance(score, (str, int, float)):
         score = _scalar_str(score)
-    return HistoryItem(
-        text=raw["text"],
-        title=_opt_str(raw.get("title")),
-        score=score,
-        date=_opt_str(raw.get("date")),
-        fields=fields,
-    )
+    return [
+        HistoryItem(
+            text=part,
+            title=_opt_str(raw.get("title")),
+            score=score,
+            date=_opt_str(raw.get("date")),
+            fields=fields,
+        )
+        for part in split_text(raw["text"], max_chars)
+    ]
 
 
 def _opt_str(value: Any) -> str | None:
