@@ -11,7 +11,7 @@ import torch
 from persona_demo.app.tasks import FREE_PROMPT
 from persona_demo.engine.generation import EchoGuard, GenerationOptions, Row
 from persona_demo.errors import PersonaDemoError
-from persona_demo.tasks.persona_prompt import PERSONA_SYSTEM, not_to_echo
+from persona_demo.tasks.persona_prompt import EARLIER_REQUESTS, not_to_echo
 
 
 def banned(guard: EchoGuard, reply: list[list[int]]) -> list[set[int]]:
@@ -44,9 +44,9 @@ def test_a_meaningless_size_is_refused_with_a_message(size):
         GenerationOptions(echo_ngram_size=size).validated()
 
 
-def test_the_studio_guards_free_prompts_and_chat_with_the_message_and_the_system_line(studio_service):
+def test_the_studio_guards_free_prompts_and_chat_with_the_message_and_the_earlier_requests(studio_service):
     """The seeded speedrunner answered the free prompt with the prompt itself before the guard."""
-    assert not_to_echo("Hi there") == ("Hi there", PERSONA_SYSTEM)
+    assert not_to_echo("Hi there") == ("Hi there", *EARLIER_REQUESTS)
     dex = next(p.id for p in studio_service.personas() if p.name.startswith("Dex"))
     message = "Write a short post about your weekend."
     options = GenerationOptions(max_new_tokens=12, echo_ngram_size=4)

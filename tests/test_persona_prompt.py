@@ -9,6 +9,7 @@ import torch
 
 from persona_demo.engine.generation import PLAUSIBILITY, GenerationOptions, Row
 from persona_demo.tasks.persona_prompt import (
+    EARLIER_REQUESTS,
     PERSONA_SYSTEM,
     PersonaPromptConfig,
     cut_words,
@@ -41,17 +42,21 @@ def test_a_topical_message_picks_its_text_and_a_content_free_one_the_most_typica
     assert sorted(rank_texts(torch.zeros(2), typical)) == [0, 1, 2]
 
 
-def test_messages_list_the_cut_texts_under_the_persona_system_line():
+def test_messages_give_the_cut_texts_as_the_authors_earlier_turns():
     turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
     long_text = " ".join(f"w{i}" for i in range(100))
     messages = persona_messages(
         turns, [long_text, "short one"], PersonaPromptConfig(texts=2, words_per_text=5)
     )
-    system = messages[0]
-    assert system["role"] == "system" and system["content"].startswith(PERSONA_SYSTEM)
-    assert "- w0 w1 w2 w3 w4 ...\n- short one" in system["content"] and "w5" not in system["content"]
-    assert messages[1:] == turns
-    assert persona_messages(turns, [])[0]["content"] == PERSONA_SYSTEM  # texts switched off
+    assert messages[0] == {"role": "system", "content": PERSONA_SYSTEM}
+    earlier = messages[1:5]
+    assert [m["role"] for m in earlier] == ["user", "assistant", "user", "assistant"]
+    assert all(m["content"] in EARLIER_REQUESTS for m in earlier[::2])  # requests carry no topic
+    # the best-fitting text last, nearest the message; each cut to its words
+    assert [m["content"] for m in earlier[1::2]] == ["short one", "w0 w1 w2 w3 w4 ..."]
+    assert messages[5:] == turns
+    assert PERSONA_SYSTEM == ""  # no instruction a small model could recite (and no default assistant line)
+    assert persona_messages(turns, []) == [messages[0], *turns]  # texts switched off
     assert cut_words("  a\n b   c ", 2) == "a b ..."
 
 
@@ -61,8 +66,10 @@ def test_the_builder_reads_the_right_users_texts(engine):
     )
     own, other = build(0, 0), build(0, 1)
     assert own[-1] == {"role": "user", "content": "Write a blog post."}
-    assert "sourdough" in own[0]["content"].lower() or "rye" in own[0]["content"].lower()
-    assert not any(word in other[0]["content"] for word in ("sourdough", "Rye", "Croissants"))
+    own_text = " ".join(m["content"] for m in own[:-1]).lower()
+    other_text = " ".join(m["content"] for m in other[:-1])
+    assert "sourdough" in own_text or "rye" in own_text
+    assert not any(word in other_text for word in ("sourdough", "Rye", "Croissants"))
     assert build(1, 1)[-1]["content"] == "Tell me about your day."
 
 

@@ -178,7 +178,7 @@ def test_two_step_voice_training_and_the_evaluate_command(engine, tmp_path, caps
     write_blogs(path)
     out = tmp_path / "voice.safetensors"
     # in the studio's mode: the content-free instruction under the persona's two most fitting posts
-    config = TrainConfig(max_steps=3, batch_size=4, lr=3e-3, eval_every=1, warmup_ratio=0.0, retrieval_k=2)
+    config = TrainConfig(max_steps=3, batch_size=4, lr=1e-3, eval_every=1, warmup_ratio=0.0, retrieval_k=2)
     result = train_plug(engine, path, out, config)
     assert result["dev_nll_best"] < result["dev_nll_start"]
     metadata = read_metadata(out)
@@ -256,3 +256,38 @@ def test_hybrid_prompt_uses_the_right_users_items_never_the_question(tmp_path):
     assert "Baking news" in other and "Cycling news" not in other
     for i, example in enumerate(examples):
         assert example.target not in prompt(i, i) and example.input in prompt(i, i)
+
+
+def test_typed_histories_are_what_a_person_types():
+    from persona_demo.data.voice import TYPED_TEXTS, TYPED_WORDS, VoiceExample, typed_examples, typed_history
+
+    posts = [f"post {n} " + " ".join(f"w{i}" for i in range(100)) for n in range(12)] + ["too short"]
+    typed = typed_history(posts, 6, 40)
+    assert len(typed) == 6 and typed[-1].startswith("post 11") and all(len(t.split()) == 40 for t in typed)
+    assert typed_history(["a b", "c d"], 6, 40) == ["a b", "c d"]  # too few long posts: any posts
+    examples = [VoiceExample(str(u), "Write a blog post.", posts, "target") for u in range(200)]
+    mixed = typed_examples(examples, 0.5, seed=0)
+    short = [e for e in mixed if e.history != posts]
+    assert 60 < len(short) < 140  # about half, seeded
+    for example in short:
+        assert TYPED_TEXTS[0] <= len(example.history) <= TYPED_TEXTS[1]
+        assert all(TYPED_WORDS[0] <= len(t.split()) <= TYPED_WORDS[1] for t in example.history)
+    assert typed_examples(examples, 0.5, seed=0) == mixed and typed_examples(examples, 0.0, 0) == examples
+
+
+def test_the_typed_profile_is_for_blog_files_only(tmp_path, capsys):
+    lamp = tmp_path / "lamp"
+    lamp.mkdir()
+    args = [
+        "evaluate",
+        "--data",
+        str(lamp),
+        "--method",
+        "none",
+        "--profile",
+        "typed",
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    assert main(args) != 0
+    assert "--profile typed is for a blog file" in capsys.readouterr().err

@@ -411,6 +411,7 @@ class StudioService:
                     plain_prompt=plain_prompt,
                     soft_tokens=parts.soft_tokens,
                     avoid=not_to_echo(user_input) if task_key == FREE_TASK.key else (),
+                    persona_reply=task_key == FREE_TASK.key,
                 )
             for last in comparisons:
                 yield last, texts
@@ -486,6 +487,7 @@ class StudioService:
                 soft_tokens=parts.soft_tokens,
                 reference_prompt=persona_thread,
                 avoid=not_to_echo(message),
+                persona_reply=True,
             ):
                 yield result.with_plug, result.without_plug
 

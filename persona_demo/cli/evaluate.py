@@ -36,10 +36,11 @@ def add_evaluate_command(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--profile",
-        choices=["as-stored", "free-text"],
+        choices=["as-stored", "free-text", "typed"],
         default="as-stored",
-        help="free-text: read every history without titles or scores, as the studio holds a typed or "
-        "uploaded persona",
+        help="free-text (LaMP): read every history without titles or scores, as the studio holds a typed or "
+        "uploaded persona; typed (blog file): each history as a person types it, the last 6 posts cut to 40 "
+        "words",
     )
     parser.add_argument(
         "--task",
@@ -122,6 +123,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         )
     if args.record and args.split == "train":
         raise PersonaDemoError("--record stores held-out scores: use --split dev or test, not train")
+    if args.profile != "as-stored" and (args.profile == "typed") != voice:
+        raise PersonaDemoError(
+            "--profile typed is for a blog file (persona voice), --profile free-text for a LaMP folder"
+        )
     if args.record and args.profile != "as-stored":
         raise PersonaDemoError("--record stores the figures on the data as stored: leave out --profile")
     if args.metric == "nll" and dist.num_processes > 1:
@@ -138,7 +143,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         "limit": args.limit,
         "batch_size": args.batch_size,
         "seed": args.seed,
-        "free_text": args.profile == "free-text",
+        "free_text": args.profile in {"free-text", "typed"},
         "all_authors": args.all_authors,
     }
     if args.metric == "nll":

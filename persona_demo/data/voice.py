@@ -16,8 +16,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import random
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import PersonaDemoError
@@ -27,6 +28,11 @@ DEV_PERCENT = 10
 """Share of users (by id hash) in the dev split."""
 MIN_HISTORY = 2
 """A target needs at least this many earlier posts, or it is skipped."""
+TYPED_TEXTS = (3, 10)
+TYPED_WORDS = (20, 60)
+"""What a person types into the studio: 3-10 texts of 20-60 words (training samples typed histories here)."""
+TYPED_EVAL = (6, 40)
+"""The typed persona evaluation reads: each dev blogger's last 6 posts, cut to 40 words."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,28 @@ def _parse_user(record: object, path: Path, number: int) -> UserPosts:
             date = item.get("date")
             posts.append(Post(str(date) if date else None, item["text"].strip()))
     return UserPosts(str(user), tuple(posts))
+
+
+def typed_history(history: list[str], texts: int, words: int) -> list[str]:
+    """The persona a person would type from `history`: its last `texts` posts of 10+ words (any posts when
+    too few are that long), each cut to its first `words` words."""
+    keep = [p for p in history if len(p.split()) >= 10][-texts:] or history[-texts:]
+    return [" ".join(p.split()[:words]) for p in keep]
+
+
+def typed_examples(examples: list[VoiceExample], share: float, seed: int) -> list[VoiceExample]:
+    """A seeded `share` of `examples` with a typed history (`TYPED_TEXTS` texts of `TYPED_WORDS` words, drawn
+    per example): a plug that only ever read 50 long posts learns nothing of the short personas people type."""
+    if share <= 0:
+        return examples
+    rng = random.Random(seed)
+    out = []
+    for example in examples:
+        if rng.random() < share:
+            texts, words = rng.randint(*TYPED_TEXTS), rng.randint(*TYPED_WORDS)
+            example = replace(example, history=typed_history(example.history, texts, words))
+        out.append(example)
+    return out
 
 
 def is_dev_user(user: str, dev_percent: int = DEV_PERCENT) -> bool:

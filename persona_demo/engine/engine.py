@@ -29,6 +29,10 @@ from .plug import PersonaPlug, PlugConfig, PlugOutput, llm_token_norm
 log = logging.getLogger(__name__)
 
 
+PERSONA_REPLY_MIN_WORDS = 3
+"""A persona's chat or free-prompt reply ends no sooner than this many words: it always says something."""
+
+
 @dataclass
 class Comparison:
     """Outputs for one prompt with and without the plug, plus why (attention over the history)."""
@@ -178,6 +182,7 @@ class PersonaEngine:
         soft_tokens: bool = True,
         reference_prompt: Prompt | None = None,
         avoid: Sequence[str] = (),
+        persona_reply: bool = False,
     ) -> tuple[Row, Row, list[float]]:
         """(plugged row, plain row, attention weights) for one prompt and persona.
 
@@ -187,6 +192,8 @@ class PersonaEngine:
         `reference_prompt`: the plugged request without the persona, for persona guidance (default: the
         plain row's prompt; a chat passes the persona's own thread without the persona context).
         `avoid`: texts neither reply may copy (`GenerationOptions.echo_ngram_size`).
+        `persona_reply`: the plugged row speaks as the persona: it may not recite the history
+        (`GenerationOptions.copy_word_run`) nor end before it says something (`PERSONA_REPLY_MIN_WORDS`).
         """
         clean = validate_history(history)
         ids = self.llm.prompt_ids(prompt)
@@ -199,6 +206,10 @@ class PersonaEngine:
         )
         plain = Row(plain_ids)
         plugged.avoid_ids = plain.avoid_ids = self.llm.echo_sources(avoid)
+        if persona_reply:
+            plugged.copy_sources = clean
+            plugged.echo_texts = list(avoid)
+            plugged.min_words = PERSONA_REPLY_MIN_WORDS
         return plugged, plain, out.weights[0, : len(clean)].tolist()
 
     def compare(
@@ -227,11 +238,21 @@ class PersonaEngine:
         soft_tokens: bool = True,
         reference_prompt: Prompt | None = None,
         avoid: Sequence[str] = (),
+        persona_reply: bool = False,
     ) -> Iterator[Comparison]:
         """`compare`, yielding both texts after every generated token."""
         started = time.perf_counter()
         plugged, plain, weights = self.rows(
-            prompt, history, strength, query, plug, plain_prompt, soft_tokens, reference_prompt, avoid
+            prompt,
+            history,
+            strength,
+            query,
+            plug,
+            plain_prompt,
+            soft_tokens,
+            reference_prompt,
+            avoid,
+            persona_reply,
         )
         for with_plug, without_plug in self.llm.stream([plugged, plain], options or self.default_options()):
             yield Comparison(with_plug, without_plug, weights, time.perf_counter() - started)

@@ -16,17 +16,22 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList
+from transformers import (
+    DynamicCache,
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 
 from ..errors import PersonaDemoError
 from .half_copies import generating
 from .kv_cache import roomy_cache, zeros_with_room
 from .models import LoadedLLM
+from .reply_guards import NoEarlyEnd, ReplyRepetitionPenalty, WordRunGuard
 
-# Intended: with soft tokens the prompt goes in as embeddings, so these penalties see only the reply.
-warnings.filterwarnings(
-    "ignore", message=r"Passing `(repetition_penalty|no_repeat_ngram_size)` with `inputs_embeds`"
-)
+# Intended: with soft tokens the prompt goes in as embeddings, so the n-gram rule sees only the reply.
+warnings.filterwarnings("ignore", message=r"Passing `no_repeat_ngram_size` with `inputs_embeds`")
 
 Prompt = str | Sequence[dict[str, str]]
 """A plain prompt, or chat messages ({"role", "content"}) for models with a chat template."""
@@ -52,6 +57,10 @@ class GenerationOptions:
     """Never copy this many tokens in a row from a row's `avoid_ids` (0 = off): asked "Write a short post about
     your weekend." in a persona prompt, a 135M model often answers with that very sentence, or with the
     prompt's instruction line."""
+    copy_word_run: int = 8
+    """Never reproduce this many words in a row of a row's `copy_sources`, compared as lower-cased words
+    without punctuation (`reply_guards.WordRunGuard`; 0 = off): a reply may borrow a person's words, not
+    recite their texts."""
     persona_guidance: float = 0.0
     """> 0: rows with a `reference_ids` prompt (the same request without the persona) decode with
     log p(t | persona) + g · (log p(t | persona) − log p(t | reference)), context-aware decoding: what the
@@ -77,6 +86,8 @@ class GenerationOptions:
             raise PersonaDemoError("no-repeat n-gram size must be from 0 (off) to 16")
         if self.echo_ngram_size == 1 or not 0 <= self.echo_ngram_size <= 16:
             raise PersonaDemoError("no-echo n-gram size must be 0 (off) or from 2 to 16")
+        if self.copy_word_run == 1 or not 0 <= self.copy_word_run <= 64:
+            raise PersonaDemoError("the copied-run guard must be 0 (off) or from 2 to 64 words")
         if not 0 <= self.persona_guidance <= 5:
             raise PersonaDemoError("persona guidance must be from 0 (off) to 5")
         return self
@@ -98,6 +109,13 @@ class Row:
     decodes against."""
     avoid_ids: list[list[int]] = field(default_factory=list)
     """Token sequences the reply must not copy `echo_ngram_size` tokens in a row from (see `echo_sources`)."""
+    copy_sources: list[str] = field(default_factory=list)
+    """Texts the reply must not reproduce `copy_word_run` words in a row of (the persona's own texts)."""
+    echo_texts: list[str] = field(default_factory=list)
+    """Texts the reply must not copy `echo_ngram_size` *words* in a row of, whatever their case and
+    punctuation (the token-level `avoid_ids` miss "write a blog post" for "Write a blog post.")."""
+    min_words: int = 0
+    """End-of-sequence is forbidden until the reply holds this many words (a persona's reply says something)."""
 
 
 class FrozenLLM:
@@ -155,8 +173,11 @@ class FrozenLLM:
 
     def echo_sources(self, texts: Sequence[str]) -> list[list[int]]:
         """`texts` as token sequences for `Row.avoid_ids`, tokenized both at the start of a text and after a
-        space, since a copied phrase may sit either way in the reply."""
-        variants = {v for t in texts if t.strip() for v in (t.strip(), " " + t.strip())}
+        space, since a copied phrase may sit either way in the reply, and in lower case too (a persona with
+        little to say opened "write a blog post" after the request "Write a blog post.")."""
+        variants = {
+            v for t in texts if t.strip() for c in {t.strip(), t.strip().lower()} for v in (c, " " + c)
+        }
         return [self.tokenizer(v, add_special_tokens=False).input_ids for v in sorted(variants)]
 
     def check_fits(self, rows: Sequence[Row], max_new_tokens: int = 0) -> None:
@@ -281,13 +302,17 @@ class FrozenLLM:
         return [self.decode(t) for t in token_lists]
 
     def stream(self, rows: Sequence[Row], options: GenerationOptions) -> Iterator[list[str]]:
-        """Like `generate`, yielding every row's text so far after each decoding step."""
+        """Like `generate`, yielding every row's text so far after each decoding step.
+
+        Closing the iterator (a Stop button, a client that left) ends the generation at the next step instead
+        of letting it run to `max_new_tokens` for nobody."""
         streamer = _BatchStreamer(len(rows))
+        stop = threading.Event()
         errors: list[BaseException] = []
 
         def run() -> None:
             try:
-                self._generate_tokens(rows, options, streamer=streamer)
+                self._generate_tokens(rows, options, streamer=streamer, stop=stop)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer thread
                 errors.append(exc)
             finally:
@@ -295,9 +320,12 @@ class FrozenLLM:
 
         worker = threading.Thread(target=run, daemon=True, name="persona-demo-generate")
         worker.start()
-        for tokens in streamer:
-            yield [self.decode(t) for t in tokens]
-        worker.join()
+        try:
+            for tokens in streamer:
+                yield [self.decode(t) for t in tokens]
+        finally:
+            stop.set()
+            worker.join()
         if errors:
             raise errors[0]
 
@@ -310,7 +338,11 @@ class FrozenLLM:
 
     @torch.inference_mode()
     def _generate_tokens(
-        self, rows: Sequence[Row], options: GenerationOptions, streamer: _BatchStreamer | None
+        self,
+        rows: Sequence[Row],
+        options: GenerationOptions,
+        streamer: _BatchStreamer | None,
+        stop: threading.Event | None = None,
     ) -> list[list[int]]:
         options = options.validated()
         self.check_fits(rows, options.max_new_tokens)
@@ -320,8 +352,15 @@ class FrozenLLM:
             if options.persona_guidance and r.reference_ids and not self.llm.is_encoder_decoder
         ]
         processors: list[LogitsProcessor] = []
+        if options.repetition_penalty != 1:  # not generate's own: it skips the first tokens of padded rows
+            processors.append(ReplyRepetitionPenalty(options.repetition_penalty))
         if options.echo_ngram_size and any(r.avoid_ids for r in rows):  # first: guidance sees the bans
             processors.append(EchoGuard([r.avoid_ids for r in rows], options.echo_ngram_size))
+        sources = [word_runs(r, options) for r in rows]
+        if any(sources):
+            processors.append(WordRunGuard(self.tokenizer, sources))
+        if any(r.min_words for r in rows):
+            processors.append(NoEarlyEnd(self.tokenizer, [r.min_words for r in rows], self.eos_token_id))
         batch_rows = list(rows)
         if guided_rows and not options.do_sample and options.reference_in_batch:  # one more row each
             batch_rows += [Row(list(rows[i].reference_ids or [])) for i in guided_rows]
@@ -341,8 +380,6 @@ class FrozenLLM:
             "pad_token_id": self.pad_token_id,
             "eos_token_id": self.eos_token_id,
         }
-        if options.repetition_penalty != 1:
-            kwargs["repetition_penalty"] = options.repetition_penalty
         if options.no_repeat_ngram_size:
             kwargs["no_repeat_ngram_size"] = options.no_repeat_ngram_size
         if options.min_new_tokens:
@@ -354,6 +391,8 @@ class FrozenLLM:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if processors:
             kwargs["logits_processor"] = LogitsProcessorList(processors)
+        if stop is not None:
+            kwargs["stopping_criteria"] = StoppingCriteriaList([StopRequested(stop)])
         with generating():  # prompt and steps may read half-precision weight copies (half_copies.py)
             if not self.llm.is_encoder_decoder:  # a cache with room for the reply: steps do not copy it
                 room = options.max_new_tokens
@@ -368,15 +407,18 @@ class FrozenLLM:
 
     def prefilled(self, embeds: torch.Tensor, mask: torch.Tensor, room: int) -> DynamicCache | None:
         """The batch's key/value cache for every position but the last, each row run on its own and the results
-        left-padded into one cache; None where padding wastes little (`PREFILL_EACH_ROW_PADDING`).
+        left-padded into one cache; None for a prompt of one position.
 
         A chat turn batches the persona prompt (up to ~700 tokens with 6 texts of 80 words) with two short rows
         (the plain reply, guidance's reference); padded to the longest, the prefill computes all three at the
         persona prompt's length, while alone the short rows cost almost nothing. `generate` then runs only the
-        last position, with positions from the attention mask as before, so the replies are the same."""
+        last position, with positions from the attention mask as before, so the replies are the same.
+        Every row takes this path, a batch of one too: a row's prompt is then computed the same way whatever
+        shares its batch, so the plain column is what the plain model says alone, whatever the persona side
+        holds (a padded prefill rounded differently once the persona prompt got shorter)."""
         length = mask.shape[1] - 1
         starts = [int(row.nonzero()[0]) for row in mask]  # leading pads (and hidden soft positions) skipped
-        if sum(starts) < PREFILL_EACH_ROW_PADDING * mask.numel() or max(starts) >= length:
+        if max(starts) >= length:
             return None
         buffers: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer, written row by row, room included
         for row, start in enumerate(starts):
@@ -430,9 +472,6 @@ class EchoGuard(LogitsProcessor):
                 scores[row, list(banned)] = -math.inf
         return scores
 
-
-PREFILL_EACH_ROW_PADDING = 0.25
-"""Rows are prefilled one by one when padding would be at least this share of the batch's positions."""
 
 PLAUSIBILITY = 0.1
 """Persona guidance picks only among tokens with at least this share of the likeliest token's probability."""
@@ -495,6 +534,28 @@ class ReferenceRowGuidance(LogitsProcessor):
         scores[self.row] = guided.to(scores.dtype)
         scores[self.reference_row] = forced.to(scores.dtype)
         return scores
+
+
+def word_runs(row: Row, options: GenerationOptions) -> list[tuple[str, int]]:
+    """The row's (text, run length) pairs for `WordRunGuard`: its persona texts and its echo texts."""
+    runs = [(t, options.copy_word_run) for t in row.copy_sources] if options.copy_word_run else []
+    if options.echo_ngram_size:
+        runs += [(t, options.echo_ngram_size) for t in row.echo_texts]
+    return runs
+
+
+class StopRequested(StoppingCriteria):
+    """Ends every row of the batch once `event` is set (the consumer of `FrozenLLM.stream` went away)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(
+        self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: object
+    ) -> torch.BoolTensor:
+        return torch.full(
+            (input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device
+        )
 
 
 def soft_len(row: Row) -> int:

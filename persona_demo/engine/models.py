@@ -21,6 +21,7 @@ from ..config import DEFAULT_ENCODER, DEFAULT_LLM, Settings
 from ..errors import PersonaDemoError
 from .half_copies import generation_form, speed_up_generation
 from .hardware import bf16_is_faster_on_cpu
+from .row_attention import use_row_by_row_attention
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +240,7 @@ def load_llm(settings: Settings) -> LoadedLLM:
         raise _hub_error("LLM", settings.llm, exc) from exc
     if quantization != "nf4":
         model.to(device)
+    use_row_by_row_attention(model)  # a row's decoding does not depend on its batch (row_attention.py)
     exact_asked = settings.dtype != "auto"  # explicit float32: exact fp32, generation included
     if device.type == "cpu" and dtype == torch.float32 and not exact_asked:
         speed_up_generation(model, bf16_prompts=bf16_pays(device))  # half-precision copies (half_copies.py)

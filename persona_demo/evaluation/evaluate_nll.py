@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from ..data.voice import is_voice_file, load_voice_split
+from ..data.voice import TYPED_EVAL, is_voice_file, load_voice_split, typed_history
 from ..engine.engine import PersonaEngine
 from ..errors import PersonaDemoError
 from ..tasks.limits import PERSONA_TEXT_WORDS
@@ -36,11 +36,19 @@ def lamp_items(
     return examples, items, dataset.task
 
 
-def voice_items(path: Path, split: str, limit: int) -> list[ScoringItem]:
+def voice_items(path: Path, split: str, limit: int, typed: bool = False) -> list[ScoringItem]:
+    """Each dev blogger's newest post after its earlier ones; `typed`: only what a person would type of them
+    (`data.voice.TYPED_EVAL`)."""
     if split != "dev":
         raise PersonaDemoError("the persona-voice task has train and dev users; evaluate on --split dev")
     return [
-        ScoringItem(e.user, e.prompt, e.history, e.target, e.prompt)
+        ScoringItem(
+            e.user,
+            e.prompt,
+            typed_history(e.history, *TYPED_EVAL) if typed else e.history,
+            e.target,
+            e.prompt,
+        )
         for e in load_voice_split(path, "dev", limit_users=limit)
     ]
 
@@ -75,7 +83,7 @@ def evaluate_nll(
     if is_voice_file(data):
         if method not in VOICE_METHODS:
             raise PersonaDemoError(f"{VOICE_TASK} supports {', '.join(VOICE_METHODS)}, not {method!r}")
-        items, task_name = voice_items(data, split, limit), VOICE_TASK
+        items, task_name = voice_items(data, split, limit, typed=free_text), VOICE_TASK
         if method in PERSONA_PROMPT_METHODS:
             own_prompt = persona_prompt_builder(
                 engine.encoder,
@@ -109,7 +117,7 @@ def evaluate_nll(
     report = {
         "task": task_name,
         "split": split,
-        "profile": "free-text" if free_text else "as stored",
+        "profile": ("typed" if is_voice_file(data) else "free-text") if free_text else "as stored",
         "authors": authors_label(data, split, all_authors),
         **report,
         "shuffles": shuffles if method != "none" else 0,

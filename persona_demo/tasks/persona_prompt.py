@@ -4,10 +4,14 @@ for conversation.
 A message like "What have you been up to?" says nothing about the person, so the plug's two soft tokens
 alone leave a 135M model to invent a generic reply. The prompt therefore also carries the persona's few
 texts that best match the message *and* the persona as a whole (cosine to the message plus cosine to the
-history's centroid, so a content-free message still gets the person's most typical texts), each cut short,
-under a system line that asks the model to answer as their author. The voice plug is trained on exactly
-this prompt with content-free instructions (`CONTENT_FREE_INSTRUCTIONS`), so topic, tone and vocabulary
-have to come from the person, not from the instruction.
+history's centroid, so a content-free message still gets the person's most typical texts), each cut short.
+
+The texts go in as the author's own earlier turns of the conversation (a content-free request, then the
+text as the reply), not under a meta-instruction: asked to be "the person who wrote the texts below", a 135M
+model recited that instruction ("You are the one that wrote texts below ...") and answered about the set-up;
+shown earlier replies in a voice, it goes on in that voice. The voice plug is trained on exactly this prompt
+with content-free instructions (`CONTENT_FREE_INSTRUCTIONS`), so topic, tone and vocabulary have to come
+from the person, not from the instruction.
 """
 
 from __future__ import annotations
@@ -22,11 +26,11 @@ from .limits import PERSONA_TEXT_WORDS
 
 Messages = list[dict[str, str]]
 
-PERSONA_SYSTEM = (
-    "You are the person who wrote the texts below. Reply in the first person, in your own voice, about "
-    "your own life and interests, in a few sentences. Do not repeat the texts word for word."
-)
-TEXTS_HEADER = "Texts you wrote:"
+PERSONA_SYSTEM = ""
+"""Empty on purpose: who is speaking comes from the earlier turns. Any line here is something a 135M model
+recites when the persona gives it little to say ("You write a personal blog." came back as "you write a
+personal log."); an empty system message also keeps the chat template from adding its default assistant
+line."""
 
 CONTENT_FREE_INSTRUCTIONS = (
     "Write a blog post.",
@@ -39,6 +43,16 @@ CONTENT_FREE_INSTRUCTIONS = (
     "Write a new post for your readers.",
 )
 """Instructions that carry no topic: training on them makes the persona, not the prompt, carry the reply."""
+
+EARLIER_REQUESTS = (
+    "What's on your mind?",
+    "How are things going with you?",
+    "Tell me about your day.",
+    "What have you been up to?",
+    "Share a few thoughts from the last few days.",
+)
+"""The requests before the persona's texts in the prompt: conversational, so the texts read as the person's
+replies. A request about blogs came back as the reply of a persona with little to say ("writing a blog post")."""
 
 
 @dataclass(frozen=True)
@@ -64,9 +78,10 @@ def trained_prompt(texts: int, words_per_text: int | None) -> PersonaPromptConfi
 
 def not_to_echo(message: str) -> tuple[str, ...]:
     """What a reply in the persona prompt must not copy (`GenerationOptions.echo_ngram_size`): the message
-    itself and the system line. Without the rule the voice plug answered "Write a short post about your
-    weekend." with that sentence for most of the studio's seeded personas."""
-    return (message, PERSONA_SYSTEM)
+    itself and the requests of the earlier turns. Without the rule the voice plug answered "Write a short post
+    about your weekend." with that sentence for most of the studio's seeded personas, and a persona with
+    little to say answered an emoji with "write a blog post."."""
+    return (message, *EARLIER_REQUESTS)
 
 
 def rank_texts(query: torch.Tensor, items: torch.Tensor) -> list[int]:
@@ -89,13 +104,17 @@ def persona_messages(
     texts: Sequence[str],
     config: PersonaPromptConfig = DEFAULT_PROMPT,
 ) -> Messages:
-    """`conversation` (user/assistant turns) under the persona's system message, with `texts` (already
-    ranked and chosen) listed in it; with no texts, the system line alone (the soft tokens carry the person)."""
-    system = PERSONA_SYSTEM
-    if texts:
-        listed = "\n".join(f"- {cut_words(t, config.words_per_text)}" for t in texts)
-        system = f"{PERSONA_SYSTEM}\n\n{TEXTS_HEADER}\n{listed}"
-    return [{"role": "system", "content": system}, *conversation]
+    """`conversation` (user/assistant turns) after the persona's system line and `texts` (already ranked and
+    chosen, best first) as earlier turns of the same author, the best-fitting one last, nearest the message;
+    with no texts, the system line alone (the soft tokens carry the person)."""
+    earlier: Messages = []
+    for n, text in enumerate(reversed(list(texts))):
+        request = EARLIER_REQUESTS[n % len(EARLIER_REQUESTS)]
+        earlier += [
+            {"role": "user", "content": request},
+            {"role": "assistant", "content": cut_words(text, config.words_per_text)},
+        ]
+    return [{"role": "system", "content": PERSONA_SYSTEM}, *earlier, *conversation]
 
 
 def chosen_texts(

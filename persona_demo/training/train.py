@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..data.voice import is_voice_file, load_voice_split
+from ..data.voice import is_voice_file, load_voice_split, typed_examples
 from ..engine.checkpoint import LEARNED_ATTENTION_KEYS, PlugMetadata, is_query_encoder_key, save_plug
 from ..engine.distributed import Single
 from ..engine.engine import PersonaEngine
@@ -122,14 +122,17 @@ def voice_examples(
     text_share: float = 1.0,
     seed: int = 0,
     shuffle_seed: int | None = None,
+    typed_share: float = 0.0,
 ) -> list[Example]:
     """Persona-voice examples (train: several targets per user; dev: the most recent post of each user).
 
     With `persona_prompt` (texts > 0) a seeded share `text_share` of the prompts is the studio's persona prompt
     (the instruction under the persona's most fitting earlier posts, `tasks.persona_prompt`), the rest the bare
-    instruction. `shuffle_seed` attaches another user's history (and persona prompt) to each example."""
+    instruction. `shuffle_seed` attaches another user's history (and persona prompt) to each example.
+    `typed_share`: a seeded share of the examples read a typed history instead (`data.voice.typed_examples`)."""
     per_user = VOICE_TARGETS_PER_USER if split == "train" else 1
     found = load_voice_split(path, split, targets_per_user=per_user)[: limit or None]
+    found = typed_examples(found, typed_share, seed)
     build = None
     if persona_prompt is not None and persona_prompt.texts > 0:
         if engine is None:
@@ -574,6 +577,7 @@ def train_plug(
             "text_share": config.retrieval_share,
             "seed": config.seed,
             "shuffle_seed": config.seed if config.contrastive else None,
+            "typed_share": config.typed_share,
         }
         train = voice_examples(data_dir, "train", config.limit, **voice)
         dev = voice_examples(data_dir, "dev", config.eval_limit, **voice)

@@ -58,6 +58,11 @@ class TrainConfig:
         "LaMP data: the share of training examples (seeded) whose history is read without titles or scores, "
         "as the studio holds a typed or uploaded persona, in the plug's history and in the retrieved items",
     )
+    typed_share: float = flag(
+        0.0,
+        "blog file: the share of examples (seeded, train and dev) whose history is what a person types into "
+        "the studio, their last 3-10 posts each cut to its first 20-60 words",
+    )
     user_holdout: bool = True
     """Keep the held-out authors (`tasks.lamp.HELDOUT_SHARE`) out of training and checkpoint selection, so the
     `heldout` split measures people the plug never saw (`train --all-authors` turns it off)."""
@@ -102,6 +107,8 @@ class TrainConfig:
             raise PersonaDemoError("--retrieval-share must be above 0 and at most 1")
         if not 0 <= self.free_text_share <= 1:
             raise PersonaDemoError("--free-text-share must be between 0 and 1")
+        if not 0 <= self.typed_share <= 1:
+            raise PersonaDemoError("--typed-share must be between 0 and 1")
         if self.retrieval_share < 1 and not self.retrieval_k:
             raise PersonaDemoError("--retrieval-share needs --retrieval-k (the number of items to retrieve)")
         if not 0 <= self.attention_lr < 1:

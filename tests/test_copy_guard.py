@@ -1,0 +1,76 @@
+"""The copy guard: a persona reply never reproduces 8 words in a row of the persona's texts, compared as
+lower-cased words without punctuation. Real SmolLM2 tokenizer and model."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from persona_demo.engine.generation import GenerationOptions, Row
+from persona_demo.engine.reply_guards import WordRunGuard, words
+from persona_demo.errors import PersonaDemoError
+
+TEXT = "Yesterday I walked the dog, along the river, to the old stone bridge and back home."
+
+
+def longest_run(reply: str, texts: list[str]) -> int:
+    """The longest run of the reply's words found in one of `texts` (the measure the guard bounds)."""
+    rw, hist = words(reply), [words(t) for t in texts]
+    for n in range(len(rw), 0, -1):
+        grams = {tuple(rw[i : i + n]) for i in range(len(rw) - n + 1)}
+        if any(tuple(h[j : j + n]) in grams for h in hist for j in range(len(h) - n + 1)):
+            return n
+    return 0
+
+
+def banned_text(guard: WordRunGuard, tokenizer, reply: str) -> set[str]:
+    return {tokenizer.decode([t]) for t in guard.banned_tokens(reply, 0)}
+
+
+def test_the_next_word_of_a_copied_run_is_banned_whatever_the_case_and_punctuation(loaded_llm):
+    tok = loaded_llm.tokenizer
+    guard = WordRunGuard(tok, [[(TEXT, 8)]])
+    # 7 words of the text, commas dropped and capitals changed: the 8th ("to") may not follow
+    shown = banned_text(guard, tok, "yesterday i Walked the dog along the river")
+    assert " to" in shown and " To" in shown and " t" in shown  # the word, and a piece that could become it
+    assert " today" not in shown and " the" not in shown
+    # mid-word: "riv" may not be finished as "river" after six copied words
+    mid = banned_text(guard, tok, "Yesterday I walked the dog along the riv")
+    assert "er" in mid
+    assert banned_text(guard, tok, "Today we walked the dog along the river") == set()  # not a copy
+
+
+def test_rows_without_sources_are_left_alone(loaded_llm):
+    guard = WordRunGuard(loaded_llm.tokenizer, [[(TEXT, 8)], []])
+    ids = loaded_llm.tokenizer(
+        "Yesterday I walked the dog along the river", add_special_tokens=False
+    ).input_ids
+    scores = guard(torch.tensor([ids, ids]), torch.zeros(2, len(loaded_llm.tokenizer)))
+    assert (scores[0] == -math.inf).any() and not (scores[1] == -math.inf).any()
+
+
+def test_a_reply_asked_to_recite_a_text_does_not_copy_eight_words_of_it(engine):
+    llm = engine.llm
+    prompt = f"Repeat this sentence exactly, word for word: {TEXT}"
+    row = Row(llm.prompt_ids(prompt))
+    (free,) = llm.generate([row], GenerationOptions(max_new_tokens=40, copy_word_run=0))
+    assert longest_run(free, [TEXT]) >= 8  # without the guard the model recites
+    guarded = Row(llm.prompt_ids(prompt), copy_sources=[TEXT.replace(",", "")])
+    (reply,) = llm.generate([guarded], GenerationOptions(max_new_tokens=40))
+    assert reply.strip() and longest_run(reply, [TEXT]) < 8
+
+
+def test_the_run_length_is_checked():
+    with pytest.raises(PersonaDemoError, match="copied-run"):
+        GenerationOptions(copy_word_run=1).validated()
+
+
+def test_a_short_text_may_not_come_back_whole_and_each_source_keeps_its_run(loaded_llm):
+    tok = loaded_llm.tokenizer
+    guard = WordRunGuard(tok, [[("I love my cat so much.", 8), ("Write a blog post.", 4), ("hello", 8)]])
+    assert " much" in banned_text(guard, tok, "Well, I LOVE my cat, so")  # the whole 6-word text
+    assert " post" in banned_text(guard, tok, "write a blog")  # a request, 4 words, any case
+    assert banned_text(guard, tok, "I love my cat") == set()  # 4 words of the 6: allowed
+    assert banned_text(guard, tok, "") == set()  # a one-word text ("hello") may be said
