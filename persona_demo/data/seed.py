@@ -9,8 +9,10 @@ first line is "DATE | TITLE" and whose remaining lines are the text (joined with
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from persona_demo.data.ingest import HistoryItem, ParsedPersona
-from persona_demo.data.store import PersonaStore
+from persona_demo.data.store import PersonaStore, PersonaSummary
 
 SEED_SOURCE = "seed"
 
@@ -317,3 +319,14 @@ def ensure_seed_personas(store: PersonaStore) -> int:
     Deleted examples do not come back: the store remembers that it was seeded once.
     """
     return store.seed_once(list(SEED_PERSONAS))
+
+
+def first_visit_persona(personas: Iterable[PersonaSummary]) -> int | None:
+    """The persona a new page opens with, so one click on Generate shows something: the first example
+    persona still in the store, else the first persona with texts, else None (nothing to personalize)."""
+    with_texts = [p for p in personas if p.item_count]
+    by_name = {p.name: p.id for p in with_texts}
+    for seed in SEED_PERSONAS:
+        if seed.name in by_name:
+            return by_name[seed.name]
+    return with_texts[0].id if with_texts else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import time
 from dataclasses import dataclass
 
@@ -11,6 +12,7 @@ from ...tasks.persona_prompt import cut_words
 from .. import args as arg
 from ..service import PersonaParts, StudioService
 from .common import Session, md_escape, speed_note, user_errors
+from .persona import PersonaPanel, stop_on_switch
 from .settings import SettingsPanel, options, parts
 
 
@@ -22,19 +24,51 @@ class ChatPanel:
     """What the persona side received (and the speed line); progress and errors show here."""
     message: gr.Textbox
     send_btn: gr.Button
+    stop_btn: gr.Button
     clear_btn: gr.Button
+
+
+CHAT_CSS = "#chat-persona .md, #chat-plain .md { white-space: pre-wrap; }"
+"""Messages are shown as text (`as_shown`): keep the model's line breaks and spaces as it wrote them."""
 
 
 def build_chat_panel() -> ChatPanel:
     with gr.Row():
-        persona_chat = gr.Chatbot(label="as the persona (plug on)", elem_id="chat-persona")
-        plain_chat = gr.Chatbot(label="unpersonalized (plug off)", elem_id="chat-plain")
+        # No Markdown: a reply starting with "- " is text, not a bullet. Without Markdown the chatbot inserts
+        # the message as (sanitized) HTML, so every message is HTML-escaped first (`as_shown`).
+        persona_chat = gr.Chatbot(
+            label="as the persona (plug on)", elem_id="chat-persona", render_markdown=False
+        )
+        plain_chat = gr.Chatbot(
+            label="unpersonalized (plug off)", elem_id="chat-plain", render_markdown=False
+        )
     chat_parts = gr.Markdown(elem_id="chat-parts")
     message = gr.Textbox(label="message", elem_id="chat-message")
     with gr.Row():
-        send_btn = gr.Button("Send", variant="primary", elem_id="chat-send")
-        clear_btn = gr.Button("Clear chat")
-    return ChatPanel(persona_chat, plain_chat, chat_parts, message, send_btn, clear_btn)
+        send_btn = gr.Button("Send", variant="primary", elem_id="chat-send", scale=3)
+        stop_btn = gr.Button("Stop", variant="stop", elem_id="chat-stop", scale=1)
+        clear_btn = gr.Button("Clear chat", scale=1)
+    return ChatPanel(persona_chat, plain_chat, chat_parts, message, send_btn, stop_btn, clear_btn)
+
+
+def as_shown(text: str) -> str:
+    """A message as the chat shows it: HTML-escaped (<, >, &), so it reads as the text the model wrote."""
+    return html.escape(text, quote=False)
+
+
+def as_written(text: str) -> str:
+    """Exactly undo `as_shown`, so the model gets back the thread as it was written."""
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+def written_history(messages: list) -> list:
+    """A chat history from the page (shown form) as the text the model and the persona wrote."""
+    return [
+        {**m, "content": as_written(m["content"])}
+        if isinstance(m, dict) and isinstance(m.get("content"), str)
+        else m
+        for m in messages
+    ]
 
 
 def parts_note(persona_parts: PersonaParts, chosen: list[str]) -> str:
@@ -55,10 +89,12 @@ def wire_chat_panel(
     panel: ChatPanel,
     settings: SettingsPanel,
     session: Session,
-    persona: gr.Dropdown,
+    personas: PersonaPanel,
     generation_concurrency: int,
 ) -> None:
-    """`persona`: the persona picker; a chat belongs to one persona, so picking another starts afresh."""
+    """`personas`: the persona column; a chat belongs to one persona, so picking another starts afresh (and
+    stops a running reply)."""
+    persona = personas.persona
 
     @user_errors
     def chat(
@@ -83,29 +119,26 @@ def wire_chat_panel(
         opts = options(max_new, sample, temperature, top_p, repetition_penalty, no_repeat, guidance, no_echo)
         persona_parts = parts(soft_tokens, own_texts)
         strength = arg.number(strength, "persona strength", arg.STRENGTH)
-        persona_chat = list(arg.chat_history(persona_chat))
-        plain_chat = list(arg.chat_history(plain_chat))
-        user_turn = {"role": "user", "content": message}
+        persona_chat = written_history(list(arg.chat_history(persona_chat)))
+        plain_chat = written_history(list(arg.chat_history(plain_chat)))
         stream = service.stream_chat(
             current, persona_chat, plain_chat, message, opts, float(strength), persona_parts
         )
         note = parts_note(persona_parts, service.chosen_for(current, message, persona_parts))
         started = time.perf_counter()
         with_plug = without_plug = ""
+
+        def shown(thread: list, reply: str) -> list:
+            turns = [*thread, {"role": "user", "content": message}, {"role": "assistant", "content": reply}]
+            return [
+                {**m, "content": as_shown(m["content"])} if isinstance(m.get("content"), str) else m
+                for m in turns
+            ]
+
         for with_plug, without_plug in stream:
-            yield (
-                "",
-                [*persona_chat, user_turn, {"role": "assistant", "content": with_plug}],
-                [*plain_chat, user_turn, {"role": "assistant", "content": without_plug}],
-                note,
-            )
+            yield "", shown(persona_chat, with_plug), shown(plain_chat, without_plug), note
         speed = speed_note(service, time.perf_counter() - started, [with_plug, without_plug])
-        yield (
-            "",
-            [*persona_chat, user_turn, {"role": "assistant", "content": with_plug}],
-            [*plain_chat, user_turn, {"role": "assistant", "content": without_plug}],
-            f"{note}\n\n{speed}",
-        )
+        yield "", shown(persona_chat, with_plug), shown(plain_chat, without_plug), f"{note}\n\n{speed}"
 
     chat_inputs = [
         session.current,
@@ -115,17 +148,22 @@ def wire_chat_panel(
         *settings.first_inputs(),
         *settings.extra_inputs(),
     ]
+    chats = []
     for trigger in (panel.send_btn.click, panel.message.submit):
-        trigger(
-            chat,
-            chat_inputs,
-            [panel.message, panel.persona_chat, panel.plain_chat, panel.parts],
-            api_name="chat" if trigger == panel.send_btn.click else False,
-            api_visibility="public" if trigger == panel.send_btn.click else "private",
-            show_progress_on=[panel.parts],
-            concurrency_id="llm",
-            concurrency_limit=generation_concurrency,
+        chats.append(
+            trigger(
+                chat,
+                chat_inputs,
+                [panel.message, panel.persona_chat, panel.plain_chat, panel.parts],
+                api_name="chat" if trigger == panel.send_btn.click else False,
+                api_visibility="public" if trigger == panel.send_btn.click else "private",
+                show_progress_on=[panel.parts],
+                concurrency_id="llm",
+                concurrency_limit=generation_concurrency,
+            )
         )
     views = [panel.persona_chat, panel.plain_chat, panel.parts]
-    panel.clear_btn.click(fresh_chat, None, views, api_visibility="private")
+    panel.stop_btn.click(None, None, None, cancels=chats, api_visibility="private")
+    panel.clear_btn.click(fresh_chat, None, views, cancels=chats, api_visibility="private")
     persona.change(fresh_chat, None, views, api_visibility="private")
+    stop_on_switch(personas, chats)

@@ -11,6 +11,7 @@ from .. import args as arg
 from ..service import StudioService
 from ..space import attention_figure
 from .common import Session, show, speed_note, user_errors
+from .persona import PersonaPanel, stop_on_switch
 from .settings import SettingsPanel, options, parts
 
 
@@ -20,6 +21,8 @@ class ComparePanel:
     task_note: gr.Markdown
     user_input: gr.Textbox
     generate_btn: gr.Button
+    stop_btn: gr.Button
+    """Cancels the running comparison (the engine is asked to stop its generation thread)."""
     status: gr.Markdown
     """Progress and errors show here; the speed line too, once the answer is complete."""
     speed: gr.State
@@ -29,13 +32,43 @@ class ComparePanel:
     attention_plot: gr.Plot
 
 
+EXAMPLE_INPUTS = {
+    "huffpost_headline": (
+        "The city council voted on Tuesday to turn the old harbour warehouses into a public market with room "
+        "for forty small food stalls. Work starts in spring; the first stalls should open next autumn."
+    ),
+    "acl_title": (
+        "We show that a small language model can follow a person's writing style when a short summary of "
+        "their past posts is added to its input, and that this helps most for people with few posts."
+    ),
+    "amazon_mi_rating": (
+        "The stand mixer is quiet and kneads bread dough well, but the bowl scratches easily and the lid "
+        "stopped fitting after a month."
+    ),
+    "free": "Write a short post about your weekend.",
+}
+"""A ready input per task: the box starts with one, so a first visit needs a single click on Generate."""
+
+
+def example_input(task_key: str) -> str:
+    return EXAMPLE_INPUTS.get(task_key, "")
+
+
 def build_compare_panel(service: StudioService) -> ComparePanel:
     first_key = service.task_choices()[0][1]
     task = gr.Radio(service.task_choices(), value=first_key, label="task")
     first_task = service.task(first_key).task
     task_note = gr.Markdown(service.task_note(first_task.key), elem_id="task-note")
-    user_input = gr.Textbox(label="input", lines=4, elem_id="prompt", placeholder=first_task.example)
-    generate_btn = gr.Button("Generate", variant="primary", elem_id="run")
+    user_input = gr.Textbox(
+        value=example_input(first_key),
+        label="input",
+        lines=4,
+        elem_id="prompt",
+        placeholder=first_task.example,
+    )
+    with gr.Row():
+        generate_btn = gr.Button("Generate", variant="primary", elem_id="run", scale=3)
+        stop_btn = gr.Button("Stop", variant="stop", elem_id="stop", scale=1)
     status = gr.Markdown(elem_id="compare-status")
     speed = gr.State("")
     with gr.Row():
@@ -43,8 +76,13 @@ def build_compare_panel(service: StudioService) -> ComparePanel:
         with_plug = gr.Textbox(label="with plug (persona)", lines=4, elem_id="with")
     attention_plot = gr.Plot(label="attention over the history", elem_id="attention")
     return ComparePanel(
-        task, task_note, user_input, generate_btn, status, speed, without, with_plug, attention_plot
+        task, task_note, user_input, generate_btn, stop_btn, status, speed, without, with_plug, attention_plot
     )
+
+
+def cleared() -> tuple[str, str, None, str, str]:
+    """Empty columns, chart, status and speed: what Compare shows when no answer belongs to the persona."""
+    return "", "", None, "", ""
 
 
 def wire_compare_panel(
@@ -52,13 +90,21 @@ def wire_compare_panel(
     panel: ComparePanel,
     settings: SettingsPanel,
     session: Session,
+    personas: PersonaPanel,
     generation_concurrency: int,
 ) -> None:
+    """`personas`: the persona column. An answer belongs to the persona it was made for: picking another one
+    (select, create, duplicate, delete) stops a running comparison and empties every output area."""
+    persona = personas.persona
+
     @user_errors
-    def describe_task(task_key: str):
-        """A task's own hint in the input box and what its output and plug mean, next to it."""
+    def describe_task(task_key: str, current_input: str | None):
+        """A task's own hint in the input box and what its output and plug mean, next to it; an empty box
+        or another task's untouched example becomes this task's example."""
         chosen = service.task(task_key)
-        return service.task_note(task_key), gr.update(placeholder=chosen.task.example)
+        keep = (current_input or "").strip() and current_input not in EXAMPLE_INPUTS.values()
+        value = current_input if keep else example_input(task_key)
+        return service.task_note(task_key), gr.update(placeholder=chosen.task.example, value=value)
 
     @user_errors
     def compare(
@@ -94,9 +140,12 @@ def wire_compare_panel(
             yield result.without_plug, result.with_plug, attention_figure(result.top_items(texts, k=5)), speed
 
     panel.task.change(
-        describe_task, panel.task, [panel.task_note, panel.user_input], api_visibility="private"
+        describe_task,
+        [panel.task, panel.user_input],
+        [panel.task_note, panel.user_input],
+        api_visibility="private",
     )
-    panel.generate_btn.click(
+    generation = panel.generate_btn.click(
         compare,
         [session.current, panel.task, panel.user_input, *settings.first_inputs(), *settings.extra_inputs()],
         [panel.without, panel.with_plug, panel.attention_plot, panel.speed],
@@ -104,4 +153,9 @@ def wire_compare_panel(
         show_progress_on=[panel.status],  # the elapsed time shows here; errors mark nothing else
         concurrency_id="llm",
         concurrency_limit=generation_concurrency,
-    ).success(show, panel.speed, panel.status, api_visibility="private")
+    )
+    generation.success(show, panel.speed, panel.status, api_visibility="private")
+    outputs = [panel.without, panel.with_plug, panel.attention_plot, panel.status, panel.speed]
+    panel.stop_btn.click(None, None, None, cancels=[generation], api_visibility="private")
+    persona.change(cleared, None, outputs, api_visibility="private")
+    stop_on_switch(personas, [generation])

@@ -10,9 +10,10 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
+from ...data.ingest import split_note, split_text
 from ...errors import PersonaDemoError
 from .. import args as arg
-from ..service import StudioService
+from ..service import PersonaUpdate, StudioService
 from ..space import MapLayouts, map_csv, space_figure, umap_ready
 from .common import MAP_EVENT, Session, bump, clear_file, history_view, persona_choices, user_errors
 from .persona import PersonaPanel
@@ -118,10 +119,14 @@ def wire_history_panel(
     """`plug_input`: the Compare box, whose text the plug-space map computes P_u for."""
     layouts = MapLayouts()  # the map holds still between redraws
 
+    max_chars = service.store.limits.max_chars
+
     def after_edit(persona_id: int, update, previous, search: str):
-        for note in update.notes:  # a shortened or skipped text is said where the person looks
+        for note in update.notes:  # a split, shortened or skipped text is said where the person looks
             if note.startswith(("Shortened", "Skipped")):
                 gr.Warning(html.escape(note))
+            elif "added as" in note:
+                gr.Info(html.escape(note))
         rows, items = history_view(service, persona_id)
         choices = gr.update(choices=persona_choices(service, search), value=persona_id)
         return rows, items, update.status, previous, choices, ""
@@ -131,8 +136,20 @@ def wire_history_panel(
         current, search = arg.row_id(current), arg.text(search, "search")
         text = arg.text(text, "text")
         previous = service.persona_vector(current)
-        update = service.add_text(current, text)
+        pieces = split_text(text, max_chars) if (text or "").strip() else [text]
+        if len(pieces) == 1:
+            update = service.add_text(current, text)
+        else:
+            update = add_long_text(current, pieces)
         return after_edit(update.persona_id, update, previous, search)
+
+    def add_long_text(current: int | None, pieces: list[str]) -> PersonaUpdate:
+        """A text over the item limit becomes several items, in order, in one transaction: nothing typed is
+        lost (the store alone would shorten it). Then the embedding is refreshed once."""
+        persona = service.persona(current)  # a missing persona is refused before anything is written
+        result = service.store.add_items(persona.id, pieces)
+        notes = (split_note(len(pieces)), *(m for m in result.messages if not m.startswith("Added")))
+        return service.refresh_embedding(persona.id, notes=notes)
 
     @user_errors
     def upload_history(current: int | None, path: str | None, search: str):
@@ -152,6 +169,11 @@ def wire_history_panel(
     def save_item(current: int | None, item_id: int | None, text: str, search: str):
         current, search = arg.row_id(current), arg.text(search, "search")
         item_id, text = arg.row_id(item_id, "history item"), arg.text(text, "item text")
+        if len(text or "") > max_chars:  # refused, not shortened: the box keeps the whole text
+            raise PersonaDemoError(
+                f"An item holds at most {max_chars:,} characters; this one has {len(text):,}. Shorten it, or "
+                "add the text with “Add to history”, which splits a long text into several items."
+            )
         previous = service.persona_vector(current)
         update = service.edit_item(current, item_id, text)
         return after_edit(update.persona_id, update, previous, search)
@@ -220,13 +242,18 @@ def wire_history_panel(
     panel.add_btn.click(
         add_text, [current, panel.new_text, search], edit_outputs, api_name="add_text", **here
     ).then(**redraw)
-    panel.upload.upload(
+    uploaded = panel.upload.upload(
         upload_history,
         [current, panel.upload, search],
         [*edit_outputs[:5], panel.upload],
         api_name="upload_history",
         **here,
-    ).then(clear_file, None, panel.upload, api_visibility="private").then(**redraw)
+    )
+    uploaded.then(**redraw)  # an accepted file was cleared by `upload_history` itself
+    # `.then` does not run after a failure (gradio 6): a rejected file is cleared here, or it would linger
+    uploaded.failure(clear_file, None, panel.upload, api_visibility="private")
+    # The upload zone belongs to the persona too: a file (a rejected one included) is gone on switch/delete.
+    personas.persona.change(clear_file, None, panel.upload, api_visibility="private")
     panel.item.change(pick_item, panel.item, panel.item_text, api_visibility="private", **here)
     panel.save_btn.click(
         save_item, [current, panel.item, panel.item_text, search], edit_outputs, api_name="edit_item", **here

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from ...data.seed import first_visit_persona
 from ...errors import PersonaDemoError
 from .. import args as arg
 from ..service import StudioService
@@ -37,7 +38,11 @@ class PersonaPanel:
 def build_persona_panel(service: StudioService) -> PersonaPanel:
     search = gr.Textbox(label="search personas", elem_id="search")
     persona = gr.Dropdown(
-        persona_choices(service), value=None, label="persona", elem_id="persona", interactive=True
+        persona_choices(service),
+        value=first_visit_persona(service.personas()),  # `wire_persona_panel` re-picks it on each page load
+        label="persona",
+        elem_id="persona",
+        interactive=True,
     )
     name = gr.Textbox(label="name", elem_id="persona-name")
     with gr.Row():
@@ -83,8 +88,10 @@ def wire_persona_panel(
     panel: PersonaPanel,
     session: Session,
     selected_outputs: list[gr.components.Component],
+    demo: gr.Blocks,
 ) -> None:
-    """`selected_outputs`: the history table, item picker and status line a selection fills."""
+    """`selected_outputs`: the history table, item picker and status line a selection fills; `demo`: the page,
+    whose load selects the first-visit persona."""
 
     @user_errors
     def search_personas(search: str, current: int | None):
@@ -160,6 +167,18 @@ def wire_persona_panel(
     current, persona, search = session.current, panel.persona, panel.search
     history_table, item, status = selected_outputs
     search.change(search_personas, [search, current], persona, api_visibility="private")
+
+    # A new page opens on an example persona, filled in by this load rather than by `persona.change`: the
+    # dropdown already shows it, so no change event fires and a first quick Generate is not cancelled.
+    def first_visit():
+        persona_id = first_visit_persona(service.personas())
+        return gr.update(choices=persona_choices(service), value=persona_id), *select_persona(persona_id)
+
+    selected = [current, history_table, item, panel.name, status, session.previous_vector]
+    demo.load(first_visit, None, [persona, *selected], api_visibility="private").then(
+        bump, session.map_tick, session.map_tick, api_visibility="private"
+    )
+    persona.change(clear_file, None, panel.import_file, api_visibility="private")
     persona.change(
         select_persona,
         persona,
@@ -189,4 +208,23 @@ def wire_persona_panel(
         [persona, panel.import_file],
         api_name="import_personas",
         **here,
-    ).then(clear_file, None, panel.import_file, api_visibility="private")  # a rejected file does not linger
+    ).failure(
+        clear_file, None, panel.import_file, api_visibility="private"
+    )  # a rejected file does not linger
+
+
+def stop_on_switch(panel: PersonaPanel, running: list) -> None:
+    """Stop `running` generation events whenever the person switches persona (pick, create, duplicate,
+    delete, import): an answer must never finish under another persona's name.
+
+    Tied to the user's own actions, not to `persona.change`: a change event arrives a moment after the new
+    selection shows, and would cancel a Generate clicked right after switching.
+    """
+    for trigger in (
+        panel.persona.input,
+        panel.create_btn.click,
+        panel.duplicate_btn.click,
+        panel.confirm_btn.click,
+        panel.import_file.upload,
+    ):
+        trigger(None, None, None, cancels=running, api_visibility="private")

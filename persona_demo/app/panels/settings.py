@@ -43,39 +43,53 @@ class SettingsPanel:
         ]
 
 
+SETTING_WIDTH = 250
+"""Each setting's minimum width (px): the row wraps instead of squashing a label or a slider's number box
+(at 1280 px, eleven settings in one row cut "sample (else greedy)" and showed 256 as "25")."""
+
+
 def build_settings_panel(max_new_tokens: int) -> SettingsPanel:
-    with gr.Accordion("generation settings", open=False), gr.Row():
-        max_new = gr.Slider(4, 256, value=max_new_tokens, step=1, label="max new tokens")
-        strength = gr.Slider(0, 3, value=1.0, step=0.1, label="persona strength")
-        sample = gr.Checkbox(label="sample (else greedy)")
-        temperature = gr.Slider(0.1, 2.0, value=0.7, step=0.05, label="temperature")
-        top_p = gr.Slider(*arg.TOP_P, value=arg.REPLY_TOP_P, step=0.05, label="top-p (sampling)")
+    wide = {"min_width": SETTING_WIDTH}
+    with gr.Accordion("generation settings", open=False, elem_id="settings"), gr.Row():
+        max_new = gr.Slider(
+            4, 256, value=max_new_tokens, step=1, label="max new tokens", elem_id="max-new", **wide
+        )
+        strength = gr.Slider(0, 3, value=1.0, step=0.1, label="persona strength", **wide)
+        sample = gr.Checkbox(label="sample (else greedy)", elem_id="sample", **wide)
+        temperature = gr.Slider(0.1, 2.0, value=0.7, step=0.05, label="temperature", **wide)
+        top_p = gr.Slider(*arg.TOP_P, value=arg.REPLY_TOP_P, step=0.05, label="top-p (sampling)", **wide)
         repetition_penalty = gr.Slider(
             *arg.REPETITION_PENALTY,
             value=arg.REPLY_REPETITION_PENALTY,
             step=0.05,
             label="repetition penalty (1 = off)",
+            **wide,
         )
         no_repeat = gr.Slider(
             *arg.NO_REPEAT_NGRAM,
             value=arg.REPLY_NO_REPEAT_NGRAM,
             step=1,
             label="no repeated n-grams of this size (0 = off)",
+            **wide,
         )
         guidance = gr.Slider(
             *arg.PERSONA_GUIDANCE,
             value=arg.REPLY_PERSONA_GUIDANCE,
             step=0.25,
             label="persona guidance, chat and free prompt (0 = off)",
+            **wide,
         )
         no_echo = gr.Slider(
             *arg.ECHO_NGRAM,
             value=arg.REPLY_ECHO_NGRAM,
             step=1,
             label="chat and free prompt: never copy this many tokens of the message or instruction (0 = off)",
+            **wide,
         )
-        use_soft = gr.Checkbox(value=True, label="persona: plug's soft tokens", elem_id="use-soft")
-        use_texts = gr.Checkbox(value=True, label="persona: own texts in the prompt", elem_id="use-texts")
+        use_soft = gr.Checkbox(value=True, label="persona: plug's soft tokens", elem_id="use-soft", **wide)
+        use_texts = gr.Checkbox(
+            value=True, label="persona: own texts in the prompt", elem_id="use-texts", **wide
+        )
     return SettingsPanel(
         max_new,
         strength,
