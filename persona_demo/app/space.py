@@ -204,10 +204,16 @@ def wait_for_umap(timeout: float) -> bool:
     return _umap_ready.wait(timeout)
 
 
+def _escape(text: str) -> str:
+    """User text for plotly's HTML subset: <, > and & escaped; quotes stay quotes (plotly shows a `&quot;`
+    or `&#x27;` entity literally)."""
+    return html.escape(text, quote=False)
+
+
 def _hover(name: str, count: int, samples: list[str]) -> str:
     """Hover text; everything a user typed is HTML-escaped (plotly renders a subset of HTML)."""
-    lines = [f"<b>{html.escape(name)}</b>", f"{count} item{'s' if count != 1 else ''}"]
-    lines += [html.escape(s[:80] + ("…" if len(s) > 80 else "")) for s in samples]
+    lines = [f"<b>{_escape(name)}</b>", f"{count} item{'s' if count != 1 else ''}"]
+    lines += [_escape(s[:80] + ("…" if len(s) > 80 else "")) for s in samples]
     return "<br>".join(lines)
 
 
@@ -220,14 +226,14 @@ def nearest(data: SpaceData, i: int, k: int = 3) -> str:
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     cosines = x @ x[i]
     order = [j for j in np.argsort(-cosines) if j != i][:k]
-    listed = ", ".join(f"{html.escape(data.names[j])} ({cosines[j]:.2f})" for j in order)
+    listed = ", ".join(f"{_escape(data.names[j])} ({cosines[j]:.2f})" for j in order)
     return f"<br><i>nearest (cosine, full space):</i> {listed}"
 
 
 def _label(name: str, limit: int = 18) -> str:
     """A short on-map name: the part before the first comma ("Priya, pastry chef" → "Priya"), cut to fit."""
     short = name.split(",")[0].strip() or name
-    return html.escape(short if len(short) <= limit else short[: limit - 1] + "…")
+    return _escape(short if len(short) <= limit else short[: limit - 1] + "…")
 
 
 def space_figure(
@@ -276,7 +282,7 @@ def space_figure(
                 mode="markers",
                 name="history items",
                 marker={"size": 6, "color": "#f2b36b", "symbol": "diamond"},
-                hovertext=[html.escape(t[:100]) for t in data.item_texts],
+                hovertext=[_escape(t[:100]) for t in data.item_texts],
                 hoverinfo="text",
             )
         )
@@ -313,10 +319,15 @@ def space_figure(
     label = "UMAP (cosine)" if method == "umap" and n >= UMAP_MIN_POINTS else "PCA"
     missing = f"; {data.without_items} without items not shown" if data.without_items else ""
     fig.update_layout(
-        title=f"Persona space: {html.escape(space)} ({label}; {n} personas{missing})",
+        # Two short lines: one long title was cut off in a half-width column at 1280 px.
+        title={
+            "text": f"Persona space: {_escape(space)}<br><sup>{label}; {n} personas{missing}</sup>",
+            "x": 0.01,
+            "xanchor": "left",
+        },
         title_font_size=13,
         height=420,
-        margin={"l": 60, "r": 60, "t": 40, "b": 10},
+        margin={"l": 60, "r": 60, "t": 56, "b": 10},
         legend={"orientation": "h"},
         hoverlabel={"align": "left"},
         xaxis={"showticklabels": False},
@@ -341,7 +352,7 @@ def map_csv(data: SpaceData, method: str, layouts: MapLayouts, path: Path, space
 def attention_figure(weighted: list[tuple[float, str]]) -> go.Figure:
     """Horizontal bars: the history items the plug attended to most for this input."""
     weighted = list(reversed(weighted))  # plotly draws bottom-up; largest on top
-    labels = [html.escape(text[:60] + ("…" if len(text) > 60 else "")) for _, text in weighted]
+    labels = [_escape(text[:60] + ("…" if len(text) > 60 else "")) for _, text in weighted]
     fig = go.Figure(
         go.Bar(
             x=[w for w, _ in weighted],
@@ -349,7 +360,7 @@ def attention_figure(weighted: list[tuple[float, str]]) -> go.Figure:
             orientation="h",
             text=labels,
             textposition="auto",
-            hovertext=[html.escape(t[:200]) for _, t in weighted],
+            hovertext=[_escape(t[:200]) for _, t in weighted],
             hoverinfo="text+x",
         )
     )
