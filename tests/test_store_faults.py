@@ -310,10 +310,11 @@ def test_hostile_upload_and_a_100k_character_item(tmp_path: Path) -> None:
         pid = result.persona_ids[0]
         assert store.get_persona(pid).name == HOSTILE[0]
         stored = [i.text for i in store.list_items(pid)]
-        assert stored[:-1] == HOSTILE
-        assert len(stored[-1]) <= 5_000 and stored[-1].startswith("word word")
-        assert result.truncated == 1
-        assert any("longer than 5,000 characters" in m for m in result.messages)
+        # the long item is split, never cut: its 20 identical pieces are one item (the others are duplicates)
+        assert stored[: len(HOSTILE)] == HOSTILE and all(len(t) <= 5_000 for t in stored)
+        assert stored[len(HOSTILE) :] == [("word " * 1000).strip()]
+        assert result.truncated == 0 and result.duplicates_skipped == 19
+        assert any("added as 20 items" in m for m in result.messages)
         tables = {
             r[0] for r in store._db().conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         }

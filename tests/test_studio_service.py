@@ -384,3 +384,13 @@ def test_chat_prompt_is_the_one_its_plug_was_trained_on(studio_service):
         assert len(listed) == 2 and all(len(line[2:].removesuffix(" ...").split()) <= 5 for line in listed)
     finally:
         studio_service.tasks[FREE_TASK.key] = loaded
+
+
+def test_a_long_typed_text_becomes_several_items_and_nothing_is_lost(studio_service):
+    text = "\n\n".join(f"Paragraph {n}: " + "the river was high again today. " * 30 for n in range(20))
+    pid = studio_service.create_persona("Long writer")
+    update = studio_service.add_text(pid, text)
+    items = [item.text for item in studio_service.history(pid)]
+    assert len(items) > 1 and all(len(t) <= studio_service.store.limits.max_chars for t in items)
+    assert "".join("".join(items).split()) == "".join(text.split())  # every character, in order
+    assert any("added as" in note for note in update.notes) and update.items == len(items)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.ingest import HistoryItem
+from ..data.ingest import HistoryItem, split_note, split_text
 from ..data.store import ImportResult, PersonaStore, PersonaSummary
 from ..engine.checkpoint import PlugMetadata
 from ..engine.engine import Comparison, PersonaEngine
@@ -237,10 +237,14 @@ class StudioService:
         started = time.perf_counter()
         before = self.store.get_persona(pid)
         old = self.persona_vector(pid)
-        result = self.store.add_items(pid, [text])
+        pieces = split_text(text, self.store.limits.max_chars)  # nothing typed is lost: a long text is split
+        result = self.store.add_items(pid, pieces)
+        notes = tuple(result.messages)
+        if len(pieces) > 1:
+            notes = (split_note(len(pieces)), *(m for m in notes if not m.startswith("Added")))
         if result.added == 1 and old is not None and before.item_count:
-            return self._add_to_mean(pid, old, before.item_count, started, tuple(result.messages))
-        return self.refresh_embedding(pid, notes=tuple(result.messages))
+            return self._add_to_mean(pid, old, before.item_count, started, notes)
+        return self.refresh_embedding(pid, notes=notes)
 
     def _add_to_mean(
         self, pid: int, old: np.ndarray, count: int, started: float, notes: tuple[str, ...]

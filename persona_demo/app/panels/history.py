@@ -10,10 +10,9 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from ...data.ingest import split_note, split_text
 from ...errors import PersonaDemoError
 from .. import args as arg
-from ..service import PersonaUpdate, StudioService
+from ..service import StudioService
 from ..space import MapLayouts, map_csv, space_figure, umap_ready
 from .common import MAP_EVENT, Session, bump, clear_file, history_view, persona_choices, user_errors
 from .persona import PersonaPanel
@@ -136,20 +135,8 @@ def wire_history_panel(
         current, search = arg.row_id(current), arg.text(search, "search")
         text = arg.text(text, "text")
         previous = service.persona_vector(current)
-        pieces = split_text(text, max_chars) if (text or "").strip() else [text]
-        if len(pieces) == 1:
-            update = service.add_text(current, text)
-        else:
-            update = add_long_text(current, pieces)
+        update = service.add_text(current, text)  # a text over the item limit becomes several items
         return after_edit(update.persona_id, update, previous, search)
-
-    def add_long_text(current: int | None, pieces: list[str]) -> PersonaUpdate:
-        """A text over the item limit becomes several items, in order, in one transaction: nothing typed is
-        lost (the store alone would shorten it). Then the embedding is refreshed once."""
-        persona = service.persona(current)  # a missing persona is refused before anything is written
-        result = service.store.add_items(persona.id, pieces)
-        notes = (split_note(len(pieces)), *(m for m in result.messages if not m.startswith("Added")))
-        return service.refresh_embedding(persona.id, notes=notes)
 
     @user_errors
     def upload_history(current: int | None, path: str | None, search: str):
