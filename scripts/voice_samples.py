@@ -1,75 +1,81 @@
-"""Side-by-side chat and free-prompt replies for two contrasting dev bloggers, through the studio's own code
-(`StudioService` over a temporary SQLite store, the shipped plugs, the page's default settings).
+"""Side-by-side free-prompt and chat replies for two personas typed as a new user types them (a few short
+texts each, two different voices), through the studio's own code (`StudioService` over a temporary SQLite
+store, the shipped plugs, the page's default settings).
 
-    python scripts/voice_samples.py [--data FILE] [--tokens 64]
+    PYTHONPATH=. python scripts/voice_samples.py [--tokens N]
 
-Picks the youngest and the oldest dev blogger (self-reported age; dev users only, so the plug never saw
-them), uploads all their posts but the last, and prints, for the same messages, the reply as the persona
-(soft tokens + the persona's most fitting texts) and the unpersonalized reply, plus which texts the persona
-prompt carried.
+Prints Markdown: each persona's texts, then for the free prompt and for a two-turn chat the reply with the
+plug (soft tokens + the persona's texts) and without it (the plain model, its own thread).
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from persona_demo.app import args as page
-from persona_demo.app.service import PersonaParts, StudioService
+from persona_demo.app.service import StudioService
 from persona_demo.app.tasks import FREE_PROMPT
 from persona_demo.config import Settings
 from persona_demo.data.store import PersonaStore
-from persona_demo.data.voice import is_dev_user
 from persona_demo.engine.engine import PersonaEngine
 
-FREE = "Write a short post about your weekend."
-CHAT = "Any news? What have you been busy with?"
-
-
-def pick_personas(path: Path) -> list[dict]:
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        users = [json.loads(line) for line in handle]
-    dev = [u for u in users if is_dev_user(u["user"]) and str(u.get("age", "")).isdigit()]
-    dev.sort(key=lambda u: int(u["age"]))
-    return [dev[0], dev[-1]]
+PERSONAS = {
+    "Marta, night-shift nurse": [
+        "Twelve-hour night shift again. Three admissions after 2am and the coffee machine is broken, of course.",
+        "Finally slept till noon. Walked the dog by the river and did absolutely nothing useful. Bliss.",
+        "Patients always ask if nights get easier. Honestly? You just get better at pretending they do.",
+        "Made my grandmother's lentil soup for the whole team. Gone in ten minutes, not a drop left.",
+        "Signed up for a half marathon in October. My knees have already filed a complaint.",
+        "Nobody warns you how loud a hospital is at 4am. Beeping, always beeping.",
+    ],
+    "Kev, 16, gamer": [
+        "lol just got wrecked in ranked again, my team was trash ngl",
+        "new gpu finally arrived!!! 144fps on ultra, im never going outside again",
+        "mum says i have to get a summer job. like who even hires a 16 year old",
+        "stayed up till 4am grinding the new raid, 100% worth it tho",
+        "school tmrw and i havent done the chem homework lmaooo",
+    ],
+}
+FREE = "Write a short post about your week."
+CHAT = ("What have you been up to lately?", "Any plans for the weekend?")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/blogs/blogs_per_user.jsonl.gz"))
-    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--tokens", type=int, default=None, help="max new tokens (default: the studio's)")
     args = parser.parse_args()
-    options = page.reply_defaults(args.tokens)
-    engine = PersonaEngine.from_settings(Settings.from_env())
+    settings = Settings.from_env()
+    options = page.reply_defaults(args.tokens or settings.max_new_tokens)
+    engine = PersonaEngine.from_settings(settings)
     with tempfile.TemporaryDirectory() as folder:
         service = StudioService(engine, PersonaStore(Path(folder) / "personas.db"))
-        print(f"# {service.describe()}\n")
-        for user in pick_personas(args.data):
-            pid = service.create_persona(user["user"])
-            posts = [p["text"] for p in user["posts"][:-1]]
-            for text in posts:
+        print(f"<!-- {service.describe()} -->\n")
+        for name, texts in PERSONAS.items():
+            pid = service.create_persona(name)
+            for text in texts:
                 service.add_text(pid, text)
-            print(
-                f"### {user['user']} ({user['gender']}, {user['age']}, {user['industry']}), {len(posts)} posts"
-            )
+            print(f"### {name}\n\nTyped texts: " + " | ".join(f"“{t}”" for t in texts) + "\n")
             *_, (result, _) = service.stream_compare(pid, FREE_PROMPT, FREE, options)
-            print(
-                f"- free prompt: {FREE}\n  - with plug:    {result.with_plug!r}\n  - without plug: {result.without_plug!r}"
-            )
-            *_, (persona, plain) = service.stream_chat(pid, [], [], CHAT, options)
-            print(f"- chat: {CHAT}\n  - as the persona: {persona!r}\n  - unpersonalized: {plain!r}")
-            chosen = service.chosen_for(pid, CHAT, PersonaParts())
-            print("  - texts in the persona prompt: " + " | ".join(repr(t[:70]) for t in chosen) + "\n")
+            print(f"- free prompt *{FREE}*")
+            print(f"  - with the plug: “{result.with_plug}”\n  - without: “{result.without_plug}”")
+            persona_chat: list[dict[str, str]] = []
+            plain_chat: list[dict[str, str]] = []
+            for message in CHAT:
+                *_, (persona, plain) = service.stream_chat(pid, persona_chat, plain_chat, message, options)
+                persona_chat += [
+                    {"role": "user", "content": message},
+                    {"role": "assistant", "content": persona},
+                ]
+                plain_chat += [{"role": "user", "content": message}, {"role": "assistant", "content": plain}]
+                print(f"- chat *{message}*\n  - as the persona: “{persona}”\n  - unpersonalized: “{plain}”")
+            print()
 
 
 if __name__ == "__main__":

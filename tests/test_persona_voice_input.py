@@ -80,3 +80,19 @@ def test_an_empty_persona_gets_a_clear_message(studio_service):
     pid = studio_service.create_persona("Nobody yet")
     with pytest.raises(PersonaDemoError, match="no history yet"):
         list(studio_service.stream_chat(pid, [], [], "Hi!", page.reply_defaults(16)))
+
+
+def test_the_second_reply_does_not_repeat_the_first(studio_service):
+    """Asked twice, a persona says something new: no 4 words in a row of its earlier reply."""
+    pid = studio_service.create_persona("Runner")
+    texts = ["Ran 10k along the canal this morning, legs still sore.", "Trying a new pasta recipe tonight."]
+    for text in texts:
+        studio_service.add_text(pid, text)
+    options = page.reply_defaults(32)
+    message = "What have you been up to lately?"
+    *_, (first, plain) = studio_service.stream_chat(pid, [], [], message, options)
+    thread = [{"role": "user", "content": message}, {"role": "assistant", "content": first}]
+    plain_thread = [{"role": "user", "content": message}, {"role": "assistant", "content": plain}]
+    *_, (second, _) = studio_service.stream_chat(pid, thread, plain_thread, message, options)
+    assert_a_sane_reply(second, texts)
+    assert longest_copied_run(second, [first]) < 4, (first, second)

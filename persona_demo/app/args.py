@@ -32,8 +32,10 @@ REPLY_ECHO_NGRAM = 4
 """The studio's default for chat and free prompts: no 4 tokens in a row copied from the message or the
 persona prompt's instruction (short overlaps such as "been up to" stay possible)."""
 REPLY_TOP_P = 0.9
-REPLY_PERSONA_GUIDANCE = 2.0
-"""Chat and free prompts: amplify what the persona changes in each next-token distribution (0 = off)."""
+REPLY_PERSONA_GUIDANCE = 1.0
+"""Chat and free prompts: amplify what the persona changes in each next-token distribution (0 = off). Chosen
+on dev bloggers' typed personas with every measure at once: 1 gave the same or better topic and style
+attribution than 2, with replies closer to the question (docs/persona-voice.md)."""
 
 
 def row_id(value: Any, what: str = "persona") -> int | None:

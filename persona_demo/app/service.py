@@ -492,6 +492,7 @@ class StudioService:
                 reference_prompt=persona_thread,
                 avoid=not_to_echo(message),
                 persona_reply=True,
+                said_before=[m["content"] for m in persona_thread if m["role"] == "assistant"],
             ):
                 yield result.with_plug, result.without_plug
 

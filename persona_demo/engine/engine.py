@@ -183,6 +183,7 @@ class PersonaEngine:
         reference_prompt: Prompt | None = None,
         avoid: Sequence[str] = (),
         persona_reply: bool = False,
+        said_before: Sequence[str] = (),
     ) -> tuple[Row, Row, list[float]]:
         """(plugged row, plain row, attention weights) for one prompt and persona.
 
@@ -193,7 +194,9 @@ class PersonaEngine:
         plain row's prompt; a chat passes the persona's own thread without the persona context).
         `avoid`: texts neither reply may copy (`GenerationOptions.echo_ngram_size`).
         `persona_reply`: the plugged row speaks as the persona: it may not recite the history
-        (`GenerationOptions.copy_word_run`) nor end before it says something (`PERSONA_REPLY_MIN_WORDS`).
+        (`GenerationOptions.copy_word_run`) nor end before it says something (`PERSONA_REPLY_MIN_WORDS`), and
+        it copies no `echo_ngram_size` words in a row of `avoid` or of `said_before` (its earlier replies in
+        this chat: the second reply does not repeat the first).
         """
         clean = validate_history(history)
         ids = self.llm.prompt_ids(prompt)
@@ -208,7 +211,7 @@ class PersonaEngine:
         plugged.avoid_ids = plain.avoid_ids = self.llm.echo_sources(avoid)
         if persona_reply:
             plugged.copy_sources = clean
-            plugged.echo_texts = list(avoid)
+            plugged.echo_texts = [*avoid, *said_before]
             plugged.min_words = PERSONA_REPLY_MIN_WORDS
         return plugged, plain, out.weights[0, : len(clean)].tolist()
 
@@ -239,6 +242,7 @@ class PersonaEngine:
         reference_prompt: Prompt | None = None,
         avoid: Sequence[str] = (),
         persona_reply: bool = False,
+        said_before: Sequence[str] = (),
     ) -> Iterator[Comparison]:
         """`compare`, yielding both texts after every generated token."""
         started = time.perf_counter()
@@ -253,6 +257,7 @@ class PersonaEngine:
             reference_prompt,
             avoid,
             persona_reply,
+            said_before,
         )
         for with_plug, without_plug in self.llm.stream([plugged, plain], options or self.default_options()):
             yield Comparison(with_plug, without_plug, weights, time.perf_counter() - started)
