@@ -31,7 +31,7 @@ def banned_text(guard: WordRunGuard, tokenizer, reply: str) -> set[str]:
 
 def test_the_next_word_of_a_copied_run_is_banned_whatever_the_case_and_punctuation(loaded_llm):
     tok = loaded_llm.tokenizer
-    guard = WordRunGuard(tok, [[(TEXT, 8)]])
+    guard = WordRunGuard(tok, [[(TEXT, 8, True)]])
     # 7 words of the text, commas dropped and capitals changed: the 8th ("to") may not follow
     shown = banned_text(guard, tok, "yesterday i Walked the dog along the river")
     assert " to" in shown and " To" in shown and " t" in shown  # the word, and a piece that could become it
@@ -39,11 +39,11 @@ def test_the_next_word_of_a_copied_run_is_banned_whatever_the_case_and_punctuati
     # mid-word: "riv" may not be finished as "river" after six copied words
     mid = banned_text(guard, tok, "Yesterday I walked the dog along the riv")
     assert "er" in mid
-    assert banned_text(guard, tok, "Today we walked the dog along the river") == set()  # not a copy
+    assert banned_text(guard, tok, "Today we strolled the dog along the river") == set()  # 2 words changed
 
 
 def test_rows_without_sources_are_left_alone(loaded_llm):
-    guard = WordRunGuard(loaded_llm.tokenizer, [[(TEXT, 8)], []])
+    guard = WordRunGuard(loaded_llm.tokenizer, [[(TEXT, 8, True)], []])
     ids = loaded_llm.tokenizer(
         "Yesterday I walked the dog along the river", add_special_tokens=False
     ).input_ids
@@ -69,8 +69,22 @@ def test_the_run_length_is_checked():
 
 def test_a_short_text_may_not_come_back_whole_and_each_source_keeps_its_run(loaded_llm):
     tok = loaded_llm.tokenizer
-    guard = WordRunGuard(tok, [[("I love my cat so much.", 8), ("Write a blog post.", 4), ("hello", 8)]])
+    guard = WordRunGuard(
+        tok, [[("I love my cat so much.", 8, True), ("Write a blog post.", 4, False), ("hello", 8, True)]]
+    )
     assert " much" in banned_text(guard, tok, "Well, I LOVE my cat, so")  # the whole 6-word text
     assert " post" in banned_text(guard, tok, "write a blog")  # a request, 4 words, any case
     assert banned_text(guard, tok, "I love my cat") == set()  # 4 words of the 6: allowed
     assert banned_text(guard, tok, "") == set()  # a one-word text ("hello") may be said
+
+
+def test_a_persona_text_retyped_with_one_word_changed_or_its_opening_counts_as_a_copy(loaded_llm):
+    tok = loaded_llm.tokenizer
+    text = "new gpu finally arrived!!! 144fps on ultra, im never going outside again"
+    guard = WordRunGuard(tok, [[(text, 8, True)], [(text, 4, False)]])
+    # "am" for "im": still the text, so the 8th word may not follow
+    assert " never" in banned_text(guard, tok, "new gpu finally arrived 144fps on ultra, am")
+    assert " finally" in banned_text(guard, tok, "new gpu")  # a reply may not open as a persona text opens
+    assert " finally" not in banned_text(guard, tok, "my new gpu")  # elsewhere three words are fine
+    echo = {tok.decode([t]) for t in guard.banned_tokens("new gpu finally arrived 144fps on ultra, am", 1)}
+    assert " never" not in echo  # echo texts (the message, the requests) count exact runs only

@@ -379,9 +379,9 @@ def test_chat_prompt_is_the_one_its_plug_was_trained_on(studio_service):
         assert (config.texts, config.words_per_text) == (2, 5)
         texts = ["one two three four five six seven", "alpha beta gamma delta epsilon zeta", "x y z"]
         conversation = [{"role": "user", "content": "Tell me about your day."}]
-        system = studio_service.persona_prompt(texts, conversation, "Tell me about your day.")[0]["content"]
-        listed = [line for line in system.splitlines() if line.startswith("- ")]
-        assert len(listed) == 2 and all(len(line[2:].removesuffix(" ...").split()) <= 5 for line in listed)
+        messages = studio_service.persona_prompt(texts, conversation, "Tell me about your day.")
+        earlier = [m["content"] for m in messages[1:-1] if m["role"] == "assistant"]  # the texts, as turns
+        assert len(earlier) == 2 and all(len(t.removesuffix(" ...").split()) <= 5 for t in earlier)
     finally:
         studio_service.tasks[FREE_TASK.key] = loaded
 

@@ -536,11 +536,11 @@ class ReferenceRowGuidance(LogitsProcessor):
         return scores
 
 
-def word_runs(row: Row, options: GenerationOptions) -> list[tuple[str, int]]:
-    """The row's (text, run length) pairs for `WordRunGuard`: its persona texts and its echo texts."""
-    runs = [(t, options.copy_word_run) for t in row.copy_sources] if options.copy_word_run else []
+def word_runs(row: Row, options: GenerationOptions) -> list[tuple[str, int, bool]]:
+    """The row's (text, run length, persona) triples for `WordRunGuard`: its persona texts and its echo texts."""
+    runs = [(t, options.copy_word_run, True) for t in row.copy_sources] if options.copy_word_run else []
     if options.echo_ngram_size:
-        runs += [(t, options.echo_ngram_size) for t in row.echo_texts]
+        runs += [(t, options.echo_ngram_size, False) for t in row.echo_texts]
     return runs
 
 

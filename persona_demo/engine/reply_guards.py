@@ -27,9 +27,20 @@ from transformers import LogitsProcessor, PreTrainedTokenizerBase
 WORD = re.compile(r"[a-z0-9']+")
 """A word as the guard (and the voice check) reads one: lower-case letters, digits and apostrophes."""
 
+OPENING_WORDS = 3
+"""A reply may not open with a persona text's first this many words."""
+NEAR_COPY_MIN_RUN = 6
+"""Runs at least this long (a persona's texts) also count with one word changed."""
+ANY_WORD = "\x00"
+"""Stands for any one word in a near-copy key (no real word holds it)."""
+
 MIN_WHOLE_TEXT = 4
 """A text shorter than the run length may not be reproduced whole either, from this many words ("I love my
 cat so much." came back as the free-prompt reply); a shorter one ("hello") may be said."""
+
+
+def _any_at(before: tuple[str, ...], k: int) -> tuple[str, ...]:
+    return (*before[:k], ANY_WORD, *before[k + 1 :])
 
 
 def words(text: str) -> list[str]:
@@ -80,37 +91,52 @@ def _piece(text: str) -> TokenPiece:
 class WordRunGuard(LogitsProcessor):
     """Ban, per row, the tokens that would complete a copied run of words from that row's sources.
 
-    `sources[row]` is that row's list of (text, run length) pairs (empty: the row is not guarded, e.g. the
-    plain column and guidance's reference rows, which follow the guided row anyway). A text shorter than its
-    run length may not be reproduced whole, from `MIN_WHOLE_TEXT` words."""
+    `sources[row]` is that row's list of (text, run length, persona) triples (empty: the row is not guarded,
+    e.g. the plain column and guidance's reference rows, which follow the guided row anyway). A text shorter
+    than its run length may not be reproduced whole, from `MIN_WHOLE_TEXT` words. A persona's text (persona
+    True) is guarded harder, since a 135M model shown short texts re-types them with one word changed ("new
+    gpu finally arrived!!! 144fps on ultra, am never going outside again"): a run also counts with one of its
+    words changed, and the reply may not open with the text's first `OPENING_WORDS` words."""
 
     def __init__(
-        self, tokenizer: PreTrainedTokenizerBase, sources: Sequence[Sequence[tuple[str, int]]]
+        self, tokenizer: PreTrainedTokenizerBase, sources: Sequence[Sequence[tuple[str, int, bool]]]
     ) -> None:
         self.tokenizer = tokenizer
         self.pieces = token_pieces(tokenizer)
         self.next_words: list[dict[tuple[str, ...], set[str]]] = []
-        """Per row: the words before a run's last word → words that may not follow them."""
+        """Per row: the words before a run's last word (one of them may be `ANY_WORD`) → words that may not
+        follow them."""
         self.lengths: list[set[int]] = []
         """Per row: the run lengths its table holds."""
+        self.openings: list[dict[tuple[str, ...], set[str]]] = []
+        """Per row: a persona text's first words but the last → the word the reply may not open with next."""
         for texts in sources:
             table: dict[tuple[str, ...], set[str]] = {}
+            openings: dict[tuple[str, ...], set[str]] = {}
             lengths: set[int] = set()
-            for text, size in texts:
+            for text, size, persona in texts:
                 ws = words(text)
+                if persona and len(ws) > OPENING_WORDS:
+                    openings.setdefault(tuple(ws[: OPENING_WORDS - 1]), set()).add(ws[OPENING_WORDS - 1])
                 run = min(size, len(ws))  # a whole short text is a run of its own
                 if run < min(size, MIN_WHOLE_TEXT) or run < 2:
                     continue
                 lengths.add(run)
                 for start in range(len(ws) - run + 1):
-                    table.setdefault(tuple(ws[start : start + run - 1]), set()).add(ws[start + run - 1])
+                    before, last = tuple(ws[start : start + run - 1]), ws[start + run - 1]
+                    table.setdefault(before, set()).add(last)
+                    if persona and run >= NEAR_COPY_MIN_RUN:
+                        for k in range(len(before)):
+                            table.setdefault(_any_at(before, k), set()).add(last)
             self.next_words.append(table)
             self.lengths.append(lengths)
+            self.openings.append(openings)
 
     def banned_tokens(self, reply: str, row: int) -> set[int]:
-        """Tokens that, appended to `reply`, would make the reply end in a run of one of the row's sources."""
-        table = self.next_words[row]
-        if not table:
+        """Tokens that, appended to `reply`, would make the reply end in a run of one of the row's sources (or
+        open as a persona text opens)."""
+        table, openings = self.next_words[row], self.openings[row]
+        if not table and not openings:
             return set()
         ws = words(reply)
         in_word = bool(reply) and _is_word_char(reply[-1])
@@ -118,15 +144,32 @@ class WordRunGuard(LogitsProcessor):
         for run in self.lengths[row]:
             # a token that opens a new word (or any token after a separator): the run is its n - 1 words before
             if len(ws) >= run - 1:
-                for word in table.get(tuple(ws[len(ws) - run + 1 :]), ()):
+                for word in self._next(table, tuple(ws[len(ws) - run + 1 :])):
                     banned |= self._spelling(word, opens_only=in_word)
             # a token that continues the reply's unfinished last word: the run is ws[-n:-1] + that longer word
             if in_word and len(ws) >= run:
-                current = ws[-1]
-                for word in table.get(tuple(ws[len(ws) - run : -1]), ()):
-                    if word.startswith(current) and len(word) > len(current):
-                        banned |= self._spelling(word[len(current) :], continuing=True)
+                banned |= self._continuing(ws[-1], self._next(table, tuple(ws[len(ws) - run : -1])))
+        if len(ws) == OPENING_WORDS - 1:
+            for word in openings.get(tuple(ws), ()):
+                banned |= self._spelling(word, opens_only=in_word)
+        if in_word and len(ws) == OPENING_WORDS:
+            banned |= self._continuing(ws[-1], openings.get(tuple(ws[:-1]), ()))
         return banned
+
+    @staticmethod
+    def _next(table: dict[tuple[str, ...], set[str]], before: tuple[str, ...]) -> set[str]:
+        """Words that may not follow `before`: exact runs, and runs with one word changed."""
+        found = set(table.get(before, ()))
+        for k in range(len(before)):
+            found |= table.get(_any_at(before, k), set())
+        return found
+
+    def _continuing(self, current: str, banned_words: set[str]) -> set[int]:
+        out: set[int] = set()
+        for word in banned_words:
+            if word.startswith(current) and len(word) > len(current):
+                out |= self._spelling(word[len(current) :], continuing=True)
+        return out
 
     def _spelling(self, word: str, *, opens_only: bool = False, continuing: bool = False) -> set[int]:
         """Tokens whose first fragment is `word`, or a prefix of it left open (it could still become `word`)."""
