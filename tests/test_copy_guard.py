@@ -9,20 +9,10 @@ import pytest
 import torch
 
 from persona_demo.engine.generation import GenerationOptions, Row
-from persona_demo.engine.reply_guards import WordRunGuard, words
+from persona_demo.engine.reply_guards import WordRunGuard, longest_copied_run
 from persona_demo.errors import PersonaDemoError
 
 TEXT = "Yesterday I walked the dog, along the river, to the old stone bridge and back home."
-
-
-def longest_run(reply: str, texts: list[str]) -> int:
-    """The longest run of the reply's words found in one of `texts` (the measure the guard bounds)."""
-    rw, hist = words(reply), [words(t) for t in texts]
-    for n in range(len(rw), 0, -1):
-        grams = {tuple(rw[i : i + n]) for i in range(len(rw) - n + 1)}
-        if any(tuple(h[j : j + n]) in grams for h in hist for j in range(len(h) - n + 1)):
-            return n
-    return 0
 
 
 def banned_text(guard: WordRunGuard, tokenizer, reply: str) -> set[str]:
@@ -56,10 +46,10 @@ def test_a_reply_asked_to_recite_a_text_does_not_copy_eight_words_of_it(engine):
     prompt = f"Repeat this sentence exactly, word for word: {TEXT}"
     row = Row(llm.prompt_ids(prompt))
     (free,) = llm.generate([row], GenerationOptions(max_new_tokens=40, copy_word_run=0))
-    assert longest_run(free, [TEXT]) >= 8  # without the guard the model recites
+    assert longest_copied_run(free, [TEXT]) >= 8  # without the guard the model recites
     guarded = Row(llm.prompt_ids(prompt), copy_sources=[TEXT.replace(",", "")])
     (reply,) = llm.generate([guarded], GenerationOptions(max_new_tokens=40))
-    assert reply.strip() and longest_run(reply, [TEXT]) < 8
+    assert reply.strip() and longest_copied_run(reply, [TEXT]) < 8
 
 
 def test_the_run_length_is_checked():

@@ -10,7 +10,7 @@ import pytest
 
 from persona_demo.app import args as page
 from persona_demo.app.tasks import FREE_PROMPT
-from persona_demo.engine.reply_guards import words
+from persona_demo.engine.reply_guards import longest_copied_run, words
 from persona_demo.errors import PersonaDemoError
 
 SET_UP = re.compile(
@@ -25,15 +25,6 @@ ODD_PERSONAS = {
     ],
     "one repeated line": ["I love my cat so much."] * 6,
 }
-
-
-def longest_copied_run(reply: str, texts: list[str]) -> int:
-    rw, hist = words(reply), [words(t) for t in texts]
-    for n in range(len(rw), 0, -1):
-        grams = {tuple(rw[i : i + n]) for i in range(len(rw) - n + 1)}
-        if any(tuple(h[j : j + n]) in grams for h in hist for j in range(len(h) - n + 1)):
-            return n
-    return 0
 
 
 def repeated_3grams(text: str) -> float:

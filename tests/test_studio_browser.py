@@ -233,7 +233,7 @@ def assert_compare_is_empty(page, marker: str) -> None:
 
 
 def test_first_visit_runs_an_example_and_outputs_belong_to_the_selected_persona(page, tmp_path, studio_store):
-    """Issue 39, items 1, 2, 4 and 6: a first visit opens on an example persona and input (one click runs
+    """A first visit opens on an example persona and input (one click runs
     it, and the top says in plain words what the page shows); a long text is split, not cut; a rejected upload
     is cleared; the attention chart shows quotes as quotes; switching to another persona and deleting one
     leave nothing of its answer on the page."""
@@ -319,7 +319,7 @@ def overflowing(page, scope: str) -> list[str]:
 
 
 def test_labels_titles_and_model_text_at_1280_px(page, tmp_path):
-    """Issue 39, item 4: at 1280 px no setting label or slider number is squashed, the map's title is drawn
+    """At 1280 px no setting label or slider number is squashed, the map's title is drawn
     whole, and chat text is shown as text (no Markdown bullet, no HTML)."""
     from playwright.sync_api import expect
 

@@ -47,6 +47,16 @@ def words(text: str) -> list[str]:
     return WORD.findall(text.lower())
 
 
+def longest_copied_run(reply: str, texts: Sequence[str]) -> int:
+    """The longest run of the reply's words found in one of `texts` (what `WordRunGuard` bounds)."""
+    rw, sources = words(reply), [words(t) for t in texts]
+    for n in range(len(rw), 0, -1):
+        grams = {tuple(rw[i : i + n]) for i in range(len(rw) - n + 1)}
+        if any(tuple(h[j : j + n]) in grams for h in sources for j in range(len(h) - n + 1)):
+            return n
+    return 0
+
+
 def _is_word_char(char: str) -> bool:
     return bool(WORD.fullmatch(char.lower()))
 

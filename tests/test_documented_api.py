@@ -1,8 +1,5 @@
-"""The README's API section against the running studio's own API description (gradio's `/info`).
-
-The README told clients `/compare` took "seven optional settings after the first seven" when it took six before
-them; this reads the documented argument names, counts, order and defaults and checks each against the app.
-"""
+"""The documented API (docs/studio.md) against the running studio's own API description (gradio's `/info`):
+the documented argument names, counts, order and defaults, each checked against the app."""
 
 from __future__ import annotations
 
@@ -12,17 +9,17 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "studio.md"
 
 
 def api_section() -> str:
-    text = README.read_text(encoding="utf-8")
-    start = text.index("### API")
+    text = DOCS.read_text(encoding="utf-8")
+    start = text.index("## API")
     return text[start : text.index("\n## ", start)]
 
 
 def documented_calls(section: str) -> dict[str, tuple[int, int]]:
-    """Per endpoint in the README's example code: (positional arguments, values unpacked from the result)."""
+    """Per endpoint in the documented example code: (positional arguments, values unpacked from the result)."""
     code = section.split("```python", 1)[1].split("```", 1)[0]
     calls: dict[str, tuple[int, int]] = {}
     for node in ast.walk(ast.parse(code)):
@@ -46,22 +43,22 @@ def endpoints(running_studio) -> dict:
     return client.view_api(return_format="dict", print_info=False)["named_endpoints"]
 
 
-def test_readme_documents_compare_and_chat_as_the_app_serves_them(endpoints):
+def test_the_docs_describe_compare_and_chat_as_the_app_serves_them(endpoints):
     section = " ".join(api_section().split())  # one line: sentences wrap anywhere
     calls = documented_calls(api_section())
     optional = re.search(r"seven optional settings, in this order: (.*?); calls that leave them out", section)
-    assert optional, "the README no longer lists the optional settings"
+    assert optional, "docs/studio.md no longer lists the optional settings"
     settings = re.findall(r"`(\w+)` \(([^);]+)", optional.group(1))
     for endpoint in ("/compare", "/chat"):
         first = re.search(rf"`{endpoint}` takes \w+ (?:arguments )?\(([^)]*)\) and returns (\d+)", section)
-        assert first, f"the README no longer says what {endpoint} takes"
+        assert first, f"docs/studio.md no longer says what {endpoint} takes"
         names = backticked(first.group(1))
         params = endpoints[endpoint]["parameters"]
         served = [p["parameter_name"] for p in params]
         assert served == names + [name for name, _ in settings], endpoint
         assert int(first.group(2)) == len(endpoints[endpoint]["returns"]), endpoint
         positional, unpacked = calls[endpoint]
-        assert positional == len(names), f"the README's {endpoint} example passes {positional} arguments"
+        assert positional == len(names), f"docs/studio.md's {endpoint} example passes {positional} arguments"
         assert unpacked == len(endpoints[endpoint]["returns"]), endpoint
         defaults = {p["parameter_name"]: p["parameter_default"] for p in params}
         for name, documented in settings:
