@@ -246,6 +246,7 @@ def test_first_visit_runs_an_example_and_outputs_belong_to_the_selected_persona(
     expect(page.locator("#persona input").first).to_have_value(re.compile("Marguerite"))
     assert page.locator("#prompt textarea").input_value().strip()  # the example input, ready
     page.locator("#run").click()  # the one click
+    expect(page.locator("#compare-status")).to_contain_text("Writing…")  # the time, while it runs
     expect(page.locator("#compare-status")).to_contain_text("tokens/s")
     assert page.locator("#with textarea").input_value().strip()
     page.get_by_text("technical details").click()  # the technical words moved here
@@ -320,7 +321,8 @@ def overflowing(page, scope: str) -> list[str]:
 
 def test_labels_titles_and_model_text_at_1280_px(page, tmp_path):
     """At 1280 px no setting label or slider number is squashed, the map's title is drawn
-    whole, and chat text is shown as text (no Markdown bullet, no HTML)."""
+    whole, and chat text is shown as text (no Markdown bullet, no HTML); a chat message too long for the
+    model stays in its box; Compare shows its running time and stops on Stop."""
     from playwright.sync_api import expect
 
     page.set_viewport_size({"width": 1280, "height": 1000})
@@ -355,3 +357,17 @@ def test_labels_titles_and_model_text_at_1280_px(page, tmp_path):
         assert page.locator(f"{chat} li, {chat} b, {chat} ul").count() == 0, chat
     assert overflowing(page, "#settings") == []
     page.screenshot(path=str(shots_dir(tmp_path) / "studio-1280-chat.png"), full_page=True)
+
+    # A message longer than the model reads is refused with a message, and stays in the box, whole.
+    too_long = " ".join(f"Line {k}: the fog, the lamp and the long night again." for k in range(800))
+    page.locator("#chat-message textarea, #chat-message input").first.fill(too_long)
+    page.locator("#chat-send").click()
+    expect(page.get_by_text("too long for the model").first).to_be_visible()
+    assert page.locator("#chat-message textarea, #chat-message input").first.input_value() == too_long
+
+    # Compare can be stopped while it writes; the status says so.
+    page.get_by_role("tab", name="Compare").click()
+    page.locator("#run").click()
+    expect(page.locator("#compare-status")).to_contain_text("Writing…")
+    page.locator("#stop").click()
+    expect(page.locator("#compare-status")).to_have_text("Stopped.")

@@ -83,6 +83,18 @@ class PersonaParts:
 
 
 @dataclass(frozen=True)
+class ChatWindow:
+    """What the model reads in one chat turn: each side's newest turns that fit its context."""
+
+    persona_prompt: Messages
+    """The persona side's thread under its persona prompt (the chosen texts as earlier turns)."""
+    persona_thread: ChatMessages
+    plain_thread: ChatMessages
+    left_out: int
+    """Older messages of the persona thread the model no longer reads (0 while everything fits)."""
+
+
+@dataclass(frozen=True)
 class LoadedTask:
     task: StudioTask
     plug: PersonaPlug
@@ -471,30 +483,72 @@ class StudioService:
         """One chat turn as the persona and, beside it, unpersonalized; each side keeps its own thread.
 
         The persona side is the paper's hybrid made for conversation: the plug's soft tokens plus the
-        persona's most fitting texts in a persona prompt (`parts` switches either off)."""
-        if not (message or "").strip():
-            raise PersonaDemoError("Type a message first.")
+        persona's most fitting texts in a persona prompt (`parts` switches either off). A thread longer than
+        the model reads loses its oldest turns (`chat_window`)."""
         parts = parts or PersonaParts()
+        window = self.chat_window(persona_id, persona_chat, plain_chat, message, options, parts)
         texts = [item.text for item in self._persona_items(persona_id)]
-        turn = {"role": "user", "content": message.strip()}
-        persona_thread = [*_clean_chat(persona_chat), turn]
-        persona_msgs = self.persona_prompt(texts, persona_thread, message.strip(), parts.retrieved_texts)
-        plain_msgs = [*_clean_chat(plain_chat), turn]
         with torch.no_grad():
             for result in self.engine.stream_compare(
-                persona_msgs,
+                window.persona_prompt,
                 texts,
                 options.validated(),
                 strength,
                 query=message.strip(),
-                plain_prompt=plain_msgs,
+                plain_prompt=window.plain_thread,
                 soft_tokens=parts.soft_tokens,
-                reference_prompt=persona_thread,
+                reference_prompt=window.persona_thread,
                 avoid=not_to_echo(message),
                 persona_reply=True,
-                said_before=[m["content"] for m in persona_thread if m["role"] == "assistant"],
+                said_before=[m["content"] for m in window.persona_thread if m["role"] == "assistant"],
             ):
                 yield result.with_plug, result.without_plug
+
+    def chat_window(
+        self,
+        persona_id: int | None,
+        persona_chat: ChatMessages,
+        plain_chat: ChatMessages,
+        message: str,
+        options: GenerationOptions,
+        parts: PersonaParts,
+    ) -> ChatWindow:
+        """The turns of each thread the model reads this turn: the newest that fit its context with the
+        persona and the reply; a message that cannot fit even alone is refused (it stays in the box)."""
+        if not (message or "").strip():
+            raise PersonaDemoError("Type a message first.")
+        texts = [item.text for item in self._persona_items(persona_id)]
+        turn = {"role": "user", "content": message.strip()}
+        chosen = self.prompt_texts(texts, message.strip()) if parts.retrieved_texts else []
+        reply = options.max_new_tokens + options.sentence_room
+        soft = self.engine.plug.config.soft_tokens if parts.soft_tokens else 0
+        persona_thread = self._newest_that_fit(
+            [*_clean_chat(persona_chat), turn],
+            lambda thread: persona_messages(thread, chosen, self.prompt_config()),
+            soft + reply,
+        )
+        plain_thread = self._newest_that_fit([*_clean_chat(plain_chat), turn], lambda thread: thread, reply)
+        left_out = len(_clean_chat(persona_chat)) + 1 - len(persona_thread)
+        prompt = persona_messages(persona_thread, chosen, self.prompt_config())
+        return ChatWindow(prompt, persona_thread, plain_thread, left_out)
+
+    def _newest_that_fit(
+        self, thread: ChatMessages, prompt: Callable[[ChatMessages], Messages], extra: int
+    ) -> ChatMessages:
+        limit = self.engine.llm.context_length
+        if limit is None:
+            return thread
+        while True:
+            needed = len(self.engine.llm.prompt_ids(prompt(thread))) + extra
+            if needed <= limit:
+                return thread
+            if len(thread) == 1:
+                raise PersonaDemoError(
+                    f"That message is too long for the model: with the persona and the reply it needs "
+                    f"{needed} tokens, and the model reads at most {limit}. Your message is still in the box: "
+                    "shorten it, or send it in parts."
+                )
+            thread = thread[2:] if thread[0]["role"] == "user" and len(thread) > 2 else thread[1:]
 
     def persona_prompt(
         self, texts: list[str], conversation: ChatMessages, query: str, retrieved_texts: bool = True

@@ -94,12 +94,48 @@ def umap_2d(vectors: np.ndarray, seed: int = 0) -> np.ndarray:
     return umap_fit(vectors, seed)[0]
 
 
+Frame = tuple[float, float, float, float]
+"""Axis ranges (x low, x high, y low, y high)."""
+
+FRAME_MARGIN = 0.15
+"""Room around the fitted points (share of their spread): an edited persona may move a little and names
+above the points need space."""
+
+
 @dataclass
 class _Layout:
     vectors: dict[int, np.ndarray]  # each persona's vector when the layout was fitted
     coords: dict[int, np.ndarray]
     transform: Transform
     umap: bool
+    frame: Frame
+    """The axes, set once at the fit: a point that did not change stays at the same place on screen."""
+
+
+def fitted_frame(coords: np.ndarray) -> Frame:
+    """Axis ranges around fitted points, with `FRAME_MARGIN`; a unit square around one point."""
+    if len(coords) == 0:
+        return (-1.0, 1.0, -1.0, 1.0)
+    low, high = coords.min(0), coords.max(0)
+    span = np.maximum(high - low, 1e-9)
+    span = np.where(span < 1e-6 * max(float(span.max()), 1.0), max(float(span.max()), 1.0), span)
+    pad = FRAME_MARGIN * span
+    return (low[0] - pad[0], high[0] + pad[0], low[1] - pad[1], high[1] + pad[1])
+
+
+def frame_around(frame: Frame, points: np.ndarray) -> Frame:
+    """`frame`, grown only as far as needed to show every point (a persona edited far from the rest)."""
+    if len(points) == 0:
+        return frame
+    x0, x1, y0, y1 = frame
+    pad_x, pad_y = 0.05 * (x1 - x0), 0.05 * (y1 - y0)
+    low, high = points.min(0), points.max(0)
+    return (
+        min(x0, low[0] - pad_x),
+        max(x1, high[0] + pad_x),
+        min(y0, low[1] - pad_y),
+        max(y1, high[1] + pad_y),
+    )
 
 
 class MapLayouts:
@@ -134,6 +170,12 @@ class MapLayouts:
         extra_xy = layout.transform(extra) if len(extra) else np.zeros((0, 2))
         return coords, extra_xy
 
+    def frame(self, method: str, space: str = "history") -> Frame:
+        """The axes of the layout `place` last used for this method and space."""
+        with self._lock:
+            layout = self._layouts.get(f"{method}:{space}")
+        return layout.frame if layout is not None else fitted_frame(np.zeros((0, 2)))
+
     def _stale(self, layout: _Layout, ids: Sequence[int], method: str) -> bool:
         changed = len(set(ids) ^ set(layout.vectors))
         if changed > self.REFIT_SHARE * max(len(layout.vectors), 1):
@@ -144,15 +186,18 @@ class MapLayouts:
     def _fit(method: str, ids: Sequence[int], vectors: np.ndarray, old: _Layout | None) -> _Layout:
         coords, transform = umap_fit(vectors) if method == "umap" else pca_fit(vectors)
         common = [k for k, pid in enumerate(ids) if old is not None and pid in old.coords]
+        frame = fitted_frame(coords)
         if old is not None and len(common) >= 3:  # rotate/scale onto the old layout: the map does not jump
             target = np.array([old.coords[ids[k]] for k in common])
             align = _procrustes(coords[common], target)
             coords, transform = align(coords), _then(transform, align)
+            frame = frame_around(old.frame, coords)
         return _Layout(
             vectors={pid: vectors[k] for k, pid in enumerate(ids)},
             coords={pid: coords[k] for k, pid in enumerate(ids)},
             transform=transform,
             umap=method == "umap" and len(ids) >= UMAP_MIN_POINTS,
+            frame=frame,
         )
 
 
@@ -236,6 +281,48 @@ def _label(name: str, limit: int = 18) -> str:
     return _escape(short if len(short) <= limit else short[: limit - 1] + "…")
 
 
+PLOT_PX = (460.0, 350.0)
+"""About the plot area's size in pixels (a half-width column at 1280 px): where names may collide."""
+LABEL_PX = (6.6, 15.0)
+"""A name's width per character and its height at the map's font size, in pixels."""
+LABEL_SPOTS = ("top center", "bottom center", "middle right", "middle left")
+
+
+def label_spots(xy: np.ndarray, labels: Sequence[str], frame: Frame) -> list[str | None]:
+    """Where to write each point's name so that no two names overlap: above, below, right or left of the
+    point, in that order of preference, the first point first; None where no spot is free (the name is still
+    in the point's hover text). PCA of similar personas put names on top of each other."""
+    x0, x1, y0, y1 = frame
+    width, height = PLOT_PX
+    char, line = LABEL_PX
+    placed: list[tuple[float, float, float, float]] = []
+    spots: list[str | None] = []
+    for (x, y), label in zip(np.asarray(xy, dtype=np.float64).reshape(-1, 2), labels):
+        px = (x - x0) / max(x1 - x0, 1e-12) * width
+        py = (y - y0) / max(y1 - y0, 1e-12) * height
+        w = char * len(label)
+        boxes = {
+            "top center": (px - w / 2, py + 6, px + w / 2, py + 6 + line),
+            "bottom center": (px - w / 2, py - 6 - line, px + w / 2, py - 6),
+            "middle right": (px + 8, py - line / 2, px + 8 + w, py + line / 2),
+            "middle left": (px - 8 - w, py - line / 2, px - 8, py + line / 2),
+        }
+        free = [spot for spot in LABEL_SPOTS if not any(_overlap(boxes[spot], b) for b in placed)]
+        spots.append(free[0] if free else None)
+        if free:
+            placed.append(boxes[free[0]])
+    return spots
+
+
+def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _visible_name(name: str) -> str:
+    """The on-map name as it is drawn (entities count as one character)."""
+    return html.unescape(_label(name))
+
+
 def space_figure(
     data: SpaceData,
     method: str = "pca",
@@ -254,10 +341,16 @@ def space_figure(
     extra_rows = (
         np.vstack([*extra, items]) if n and (extra or len(items)) else np.zeros((0, vectors.shape[1]))
     )
-    persona_xy, extra_xy = (layouts or MapLayouts()).place(method, data.ids, vectors, extra_rows, space)
+    layouts = layouts or MapLayouts()
+    persona_xy, extra_xy = layouts.place(method, data.ids, vectors, extra_rows, space)
+    frame = frame_around(layouts.frame(method, space), np.vstack([persona_xy, extra_xy]))
     fig = go.Figure()
     is_current = [pid == current_id for pid in data.ids]
     others = [i for i in range(n) if not is_current[i]]
+    order = [i for i in range(n) if is_current[i]] + others  # the current persona's name is placed first
+    spots = dict(
+        zip(order, label_spots(persona_xy[order], [_visible_name(data.names[i]) for i in order], frame))
+    )
     fig.add_trace(
         go.Scatter(
             x=persona_xy[others, 0] if others else [],
@@ -265,8 +358,8 @@ def space_figure(
             mode="markers+text",
             name="personas",
             marker={"size": 11, "color": "#8aa4c8"},
-            text=[_label(data.names[i]) for i in others],
-            textposition="top center",
+            text=[_label(data.names[i]) if spots[i] else "" for i in others],
+            textposition=[spots[i] or "top center" for i in others],
             textfont={"size": 11, "color": "#445"},
             cliponaxis=False,  # a name near the edge is drawn whole
             hovertext=[_hover(data.names[i], data.item_counts[i], data.samples[i]) for i in others],
@@ -309,7 +402,7 @@ def space_figure(
                 name="this persona",
                 marker={"size": 18, "color": "#d62728", "symbol": "star"},
                 text=[f"<b>{_label(data.names[i])}</b>"],
-                textposition="top center",
+                textposition=spots[i] or "top center",
                 textfont={"size": 13, "color": "#d62728"},
                 cliponaxis=False,
                 hovertext=[_hover(data.names[i], data.item_counts[i], data.samples[i]) + nearest(data, i)],
@@ -330,8 +423,9 @@ def space_figure(
         margin={"l": 60, "r": 60, "t": 56, "b": 10},
         legend={"orientation": "h"},
         hoverlabel={"align": "left"},
-        xaxis={"showticklabels": False},
-        yaxis={"showticklabels": False},
+        # Fixed by the fitted layout (`MapLayouts`): a redraw after an edit moves only the edited point.
+        xaxis={"showticklabels": False, "range": [frame[0], frame[1]], "autorange": False},
+        yaxis={"showticklabels": False, "range": [frame[2], frame[3]], "autorange": False},
     )
     return fig
 

@@ -192,7 +192,9 @@ def bench_chat_reply(engine: PersonaEngine, config: BenchConfig) -> dict:
     prompt = chat_prompt_config(engine)
     chosen = chosen_texts(history, query_vector, engine.encoder.encode(history), prompt)
     persona = persona_messages(turn, chosen, prompt)
-    now = dataclasses.replace(reply_defaults(CHAT_NEW_TOKENS), min_new_tokens=CHAT_NEW_TOKENS)
+    now = dataclasses.replace(
+        reply_defaults(CHAT_NEW_TOKENS), min_new_tokens=CHAT_NEW_TOKENS, sentence_room=0
+    )
     before = dataclasses.replace(now, reference_in_batch=False, prefill_each_row=False)
     fp32 = engine_in_float32(engine)
 

@@ -29,6 +29,7 @@ from .half_copies import generating
 from .kv_cache import roomy_cache, zeros_with_room
 from .models import LoadedLLM
 from .reply_guards import NoEarlyEnd, ReplyRepetitionPenalty, WordRunGuard
+from .sentence_end import FinishSentence
 
 # Intended: with soft tokens the prompt goes in as embeddings, so the n-gram rule sees only the reply.
 warnings.filterwarnings("ignore", message=r"Passing `no_repeat_ngram_size` with `inputs_embeds`")
@@ -42,6 +43,9 @@ class GenerationOptions:
     """Decoding settings shared by every row of one batched call."""
 
     max_new_tokens: int = 48
+    sentence_room: int = 0
+    """After `max_new_tokens`, a row may go on for up to this many tokens until it ends a sentence
+    (`sentence_end.FinishSentence`; 0 = stop at the limit wherever it falls)."""
     min_new_tokens: int = 0
     """Suppress end-of-sequence before this many tokens (the bench uses it to compare equal lengths)."""
     do_sample: bool = False
@@ -76,6 +80,8 @@ class GenerationOptions:
     def validated(self) -> GenerationOptions:
         if not 1 <= self.max_new_tokens <= 4096:
             raise PersonaDemoError("max new tokens must be between 1 and 4096")
+        if not 0 <= self.sentence_room <= 256:
+            raise PersonaDemoError("the room to finish a sentence must be from 0 (off) to 256 tokens")
         if self.do_sample and not 0 < self.temperature <= 5:
             raise PersonaDemoError("temperature must be above 0 and at most 5")
         if self.do_sample and not 0 < self.top_p <= 1:
@@ -345,7 +351,8 @@ class FrozenLLM:
         stop: threading.Event | None = None,
     ) -> list[list[int]]:
         options = options.validated()
-        self.check_fits(rows, options.max_new_tokens)
+        budget = options.max_new_tokens + options.sentence_room
+        self.check_fits(rows, budget)
         guided_rows = [
             i
             for i, r in enumerate(rows)
@@ -375,7 +382,7 @@ class FrozenLLM:
             ]
         embeds, mask = self.batch(batch_rows, left_pad=not self.llm.is_encoder_decoder)
         kwargs: dict[str, object] = {
-            "max_new_tokens": options.max_new_tokens,
+            "max_new_tokens": budget,
             "do_sample": options.do_sample,
             "pad_token_id": self.pad_token_id,
             "eos_token_id": self.eos_token_id,
@@ -391,11 +398,16 @@ class FrozenLLM:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if processors:
             kwargs["logits_processor"] = LogitsProcessorList(processors)
-        if stop is not None:
-            kwargs["stopping_criteria"] = StoppingCriteriaList([StopRequested(stop)])
+        criteria: list[StoppingCriteria] = [] if stop is None else [StopRequested(stop)]
+        if options.sentence_room:
+            criteria.append(
+                FinishSentence(self.tokenizer, options.max_new_tokens, len(rows), self.eos_token_id)
+            )
+        if criteria:
+            kwargs["stopping_criteria"] = StoppingCriteriaList(criteria)
         with generating():  # prompt and steps may read half-precision weight copies (half_copies.py)
             if not self.llm.is_encoder_decoder:  # a cache with room for the reply: steps do not copy it
-                room = options.max_new_tokens
+                room = budget
                 cache = self.prefilled(embeds, mask, room) if options.prefill_each_row else None
                 kwargs["past_key_values"] = (
                     cache if cache is not None else roomy_cache(self.model.config, room)

@@ -137,14 +137,17 @@ def test_sigkill_while_8_users_write_loses_no_acknowledged_write(tmp_path):
 
 def test_out_of_memory_in_one_generation_is_a_message_and_others_are_served(serve, engine, monkeypatch):
     """The OOM is simulated (mocked): no GPU here. The model call raises torch.OutOfMemoryError for
-    requests asking 13 new tokens; everything else is the real app and model."""
+    requests asking 13 new tokens (plus the page's room to end a sentence); everything else is the real app
+    and model."""
     from gradio_client import Client
+
+    from persona_demo.app.args import REPLY_SENTENCE_ROOM
 
     model = engine.llm.model
     real_generate = model.generate
 
     def generate(*args, **kwargs):
-        if kwargs.get("max_new_tokens") == 13:
+        if kwargs.get("max_new_tokens") == 13 + REPLY_SENTENCE_ROOM:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
         return real_generate(*args, **kwargs)
 

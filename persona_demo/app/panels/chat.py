@@ -121,10 +121,17 @@ def wire_chat_panel(
         strength = arg.number(strength, "persona strength", arg.STRENGTH)
         persona_chat = written_history(list(arg.chat_history(persona_chat)))
         plain_chat = written_history(list(arg.chat_history(plain_chat)))
+        # Checked before the first update, which empties the message box: a refused message stays there.
+        window = service.chat_window(current, persona_chat, plain_chat, message, opts, persona_parts)
         stream = service.stream_chat(
             current, persona_chat, plain_chat, message, opts, float(strength), persona_parts
         )
         note = parts_note(persona_parts, service.chosen_for(current, message, persona_parts))
+        if window.left_out:
+            note += (
+                f"\n\n*The model no longer reads the {window.left_out} oldest messages of this chat: "
+                "with them the thread would be longer than it can read.*"
+            )
         started = time.perf_counter()
         with_plug = without_plug = ""
 
@@ -136,8 +143,9 @@ def wire_chat_panel(
             ]
 
         for with_plug, without_plug in stream:
-            yield "", shown(persona_chat, with_plug), shown(plain_chat, without_plug), note
-        speed = speed_note(service, time.perf_counter() - started, [with_plug, without_plug])
+            running = f"*Writing… {time.perf_counter() - started:.1f} s*"
+            yield "", shown(persona_chat, with_plug), shown(plain_chat, without_plug), f"{note}\n\n{running}"
+        speed = speed_note(service, time.perf_counter() - started, [with_plug, without_plug], opts)
         yield "", shown(persona_chat, with_plug), shown(plain_chat, without_plug), f"{note}\n\n{speed}"
 
     chat_inputs = [

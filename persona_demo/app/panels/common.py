@@ -13,6 +13,8 @@ from typing import Any
 import gradio as gr
 import torch
 
+from ...engine.generation import GenerationOptions
+from ...engine.sentence_end import ends_sentence
 from ...errors import PersonaDemoError
 from ..service import StudioService
 
@@ -109,11 +111,19 @@ def history_view(service: StudioService, persona_id: int | None):
     return rows, gr.update(choices=labels, value=None)
 
 
-def speed_note(service: StudioService, seconds: float, outputs: list[str]) -> str:
-    """Elapsed time and new tokens per second of one side-by-side answer (both columns together)."""
-    tokens = sum(service.engine.llm.count_tokens(text) for text in outputs)
-    rate = f", {tokens / seconds:.1f} tokens/s" if seconds > 0 else ""
-    return f"*Both columns: {tokens} new tokens in {seconds:.1f} s{rate}.*"
+def speed_note(
+    service: StudioService, seconds: float, outputs: list[str], options: GenerationOptions | None = None
+) -> str:
+    """Elapsed time and new tokens per second of one side-by-side answer (both columns together), and a word
+    when a reply used up its room to end a sentence and still stopped mid-sentence."""
+    counts = [service.engine.llm.count_tokens(text) for text in outputs]
+    rate = f", {sum(counts) / seconds:.1f} tokens/s" if seconds > 0 else ""
+    note = f"*Both columns: {sum(counts)} new tokens in {seconds:.1f} s{rate}.*"
+    if options is not None and any(
+        count > options.max_new_tokens and not ends_sentence(text) for count, text in zip(counts, outputs)
+    ):
+        note += " *A reply stopped at the length limit mid-sentence: raise max new tokens to let it finish.*"
+    return note
 
 
 def show(text: str) -> str:

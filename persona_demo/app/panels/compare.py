@@ -10,7 +10,8 @@ import gradio as gr
 from .. import args as arg
 from ..service import StudioService
 from ..space import attention_figure
-from .common import Session, show, speed_note, user_errors
+from .clock import RunClock, next_run, run_key
+from .common import Session, speed_note, user_errors
 from .persona import PersonaPanel, stop_on_switch
 from .settings import SettingsPanel, options, parts
 
@@ -24,9 +25,9 @@ class ComparePanel:
     stop_btn: gr.Button
     """Cancels the running comparison (the engine is asked to stop its generation thread)."""
     status: gr.Markdown
-    """Progress and errors show here; the speed line too, once the answer is complete."""
-    speed: gr.State
-    """A State, so API clients keep their three outputs."""
+    """The running time, then the speed line once the answer is complete (`clock`)."""
+    run: gr.State
+    """This session's number of its latest Generate click: pairs an answer with its clock."""
     without: gr.Textbox
     with_plug: gr.Textbox
     attention_plot: gr.Plot
@@ -70,19 +71,19 @@ def build_compare_panel(service: StudioService) -> ComparePanel:
         generate_btn = gr.Button("Generate", variant="primary", elem_id="run", scale=3)
         stop_btn = gr.Button("Stop", variant="stop", elem_id="stop", scale=1)
     status = gr.Markdown(elem_id="compare-status")
-    speed = gr.State("")
+    run = gr.State(0)
     with gr.Row():
         without = gr.Textbox(label="without plug", lines=4, elem_id="without")
         with_plug = gr.Textbox(label="with plug (persona)", lines=4, elem_id="with")
     attention_plot = gr.Plot(label="attention over the history", elem_id="attention")
     return ComparePanel(
-        task, task_note, user_input, generate_btn, stop_btn, status, speed, without, with_plug, attention_plot
+        task, task_note, user_input, generate_btn, stop_btn, status, run, without, with_plug, attention_plot
     )
 
 
-def cleared() -> tuple[str, str, None, str, str]:
-    """Empty columns, chart, status and speed: what Compare shows when no answer belongs to the persona."""
-    return "", "", None, "", ""
+def cleared() -> tuple[str, str, None, str]:
+    """Empty columns, chart and status: what Compare shows when no answer belongs to the persona."""
+    return "", "", None, ""
 
 
 def wire_compare_panel(
@@ -96,6 +97,7 @@ def wire_compare_panel(
     """`personas`: the persona column. An answer belongs to the persona it was made for: picking another one
     (select, create, duplicate, delete) stops a running comparison and empties every output area."""
     persona = personas.persona
+    clock = RunClock()
 
     @user_errors
     def describe_task(task_key: str, current_input: str | None):
@@ -122,22 +124,41 @@ def wire_compare_panel(
         own_texts=True,
         guidance=arg.REPLY_PERSONA_GUIDANCE,
         no_echo=arg.REPLY_ECHO_NGRAM,
+        run=None,
+        request: gr.Request = None,
     ):
-        current, task_key = arg.row_id(current), arg.text(task_key, "task")
-        user_input = arg.text(user_input, "input")
-        opts = options(max_new, sample, temperature, top_p, repetition_penalty, no_repeat, guidance, no_echo)
-        persona_parts = parts(soft_tokens, own_texts)
-        strength = arg.number(strength, "persona strength", arg.STRENGTH)
-        result = texts = None
+        """Both columns, streamed. The status line is not an output (API clients get three values): the
+        running time and the closing speed line reach it through `clock` (`run`: a State, not in the API)."""
+        key = run_key(request, run)
+        clock.start(key)
         started = time.perf_counter()
-        stream = service.stream_compare(current, task_key, user_input, opts, float(strength), persona_parts)
-        for result, texts in stream:
-            yield result.without_plug, result.with_plug, None, ""
-        if result is not None:
-            speed = speed_note(
-                service, time.perf_counter() - started, [result.without_plug, result.with_plug]
+        closing = f"*Stopped after {time.perf_counter() - started:.1f} s.*"
+        try:
+            current, task_key = arg.row_id(current), arg.text(task_key, "task")
+            user_input = arg.text(user_input, "input")
+            opts = options(
+                max_new, sample, temperature, top_p, repetition_penalty, no_repeat, guidance, no_echo
             )
-            yield result.without_plug, result.with_plug, attention_figure(result.top_items(texts, k=5)), speed
+            persona_parts = parts(soft_tokens, own_texts)
+            strength = arg.number(strength, "persona strength", arg.STRENGTH)
+            stream = service.stream_compare(
+                current, task_key, user_input, opts, float(strength), persona_parts
+            )
+            yield "", "", None  # the last answer goes at once: what shows while this one runs is this one
+            result = texts = None
+            for result, texts in stream:
+                closing = f"*Stopped after {time.perf_counter() - started:.1f} s.*"
+                yield result.without_plug, result.with_plug, None
+            closing = ""
+            if result is not None:
+                outputs = [result.without_plug, result.with_plug]
+                closing = speed_note(service, time.perf_counter() - started, outputs, opts)
+                yield *outputs, attention_figure(result.top_items(texts, k=5))
+        except Exception:
+            closing = ""  # the error shows as a message of its own
+            raise
+        finally:
+            clock.finish(key, closing)
 
     panel.task.change(
         describe_task,
@@ -145,17 +166,41 @@ def wire_compare_panel(
         [panel.task_note, panel.user_input],
         api_visibility="private",
     )
-    generation = panel.generate_btn.click(
+
+    def tick(run: int, request: gr.Request):
+        yield from clock.ticks(run_key(request, run))
+
+    numbered = panel.generate_btn.click(
+        next_run, panel.run, panel.run, queue=False, show_progress="hidden", api_visibility="private"
+    )
+    generation = numbered.then(
         compare,
-        [session.current, panel.task, panel.user_input, *settings.first_inputs(), *settings.extra_inputs()],
-        [panel.without, panel.with_plug, panel.attention_plot, panel.speed],
+        [
+            session.current,
+            panel.task,
+            panel.user_input,
+            *settings.first_inputs(),
+            *settings.extra_inputs(),
+            panel.run,
+        ],
+        [panel.without, panel.with_plug, panel.attention_plot],
         api_name="compare",
-        show_progress_on=[panel.status],  # the elapsed time shows here; errors mark nothing else
+        show_progress="hidden",  # the status line shows the time instead (`clock`)
         concurrency_id="llm",
         concurrency_limit=generation_concurrency,
     )
-    generation.success(show, panel.speed, panel.status, api_visibility="private")
-    outputs = [panel.without, panel.with_plug, panel.attention_plot, panel.status, panel.speed]
-    panel.stop_btn.click(None, None, None, cancels=[generation], api_visibility="private")
+    ticking = numbered.then(
+        tick,
+        panel.run,
+        panel.status,
+        api_visibility="private",
+        show_progress="hidden",
+        concurrency_id="clock",
+        concurrency_limit=None,
+    )
+    outputs = [panel.without, panel.with_plug, panel.attention_plot, panel.status]
+    panel.stop_btn.click(
+        lambda: "*Stopped.*", None, panel.status, cancels=[generation, ticking], api_visibility="private"
+    )
     persona.change(cleared, None, outputs, api_visibility="private")
-    stop_on_switch(personas, [generation])
+    stop_on_switch(personas, [generation, ticking])

@@ -52,11 +52,19 @@ def build_settings_panel(max_new_tokens: int) -> SettingsPanel:
     wide = {"min_width": SETTING_WIDTH}
     with gr.Accordion("generation settings", open=False, elem_id="settings"), gr.Row():
         max_new = gr.Slider(
-            4, 256, value=max_new_tokens, step=1, label="max new tokens", elem_id="max-new", **wide
+            *arg.MAX_NEW_TOKENS,
+            value=max_new_tokens,
+            step=1,
+            label="max new tokens",
+            info=f"then up to {arg.REPLY_SENTENCE_ROOM} more to end the sentence",
+            elem_id="max-new",
+            **wide,
         )
-        strength = gr.Slider(0, 3, value=1.0, step=0.1, label="persona strength", **wide)
+        strength = gr.Slider(*arg.STRENGTH, value=1.0, step=0.1, label="persona strength", **wide)
         sample = gr.Checkbox(label="sample (else greedy)", elem_id="sample", **wide)
-        temperature = gr.Slider(0.1, 2.0, value=0.7, step=0.05, label="temperature", **wide)
+        temperature = gr.Slider(
+            *arg.TEMPERATURE, value=GenerationOptions.temperature, step=0.05, label="temperature", **wide
+        )
         top_p = gr.Slider(*arg.TOP_P, value=arg.REPLY_TOP_P, step=0.05, label="top-p (sampling)", **wide)
         repetition_penalty = gr.Slider(
             *arg.REPETITION_PENALTY,
@@ -118,6 +126,7 @@ def options(
     """The sliders' values (checked: an API call may send anything) as generation options."""
     return GenerationOptions(
         max_new_tokens=int(arg.number(max_new, "max new tokens", arg.MAX_NEW_TOKENS, integer=True)),
+        sentence_room=arg.REPLY_SENTENCE_ROOM,
         do_sample=arg.flag(sample, "sample"),
         temperature=arg.number(temperature, "temperature", arg.TEMPERATURE),
         top_p=arg.number(top_p, "top-p", arg.TOP_P),
