@@ -12,14 +12,12 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from pathlib import Path
 
 import pytest
 import torch
 
 from persona_demo.config import Settings
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from tests.support import SHARED_DATA, free_port  # noqa: F401 - fixtures below use free_port
 
 
 @pytest.fixture(scope="session")
@@ -62,14 +60,6 @@ def bike_history() -> list[str]:
         "My carbon frame cracked on a rocky descent; I switched to titanium.",
         "Tubeless tyres at low pressure changed how I climb.",
     ]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

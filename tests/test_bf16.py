@@ -13,9 +13,8 @@ from persona_demo.engine.engine import PersonaEngine
 from persona_demo.engine.generation import GenerationOptions, Row
 from persona_demo.engine.models import load_llm
 from persona_demo.tasks.nll import score
-from tests.conftest import SHARED_DATA
+from tests.support import shared_data
 
-HEADLINE_DATA = SHARED_DATA / "huffpost_headline"
 NLL_EXAMPLES = 24
 BF16_NLL_TOLERANCE = 0.005
 """The shipped plugs' dev NLL may move by at most 0.5% in bf16 (docs/performance.md has the full splits)."""
@@ -29,12 +28,11 @@ def bf16_engine(settings, loaded_encoder):
     return engine
 
 
-@pytest.mark.skipif(not HEADLINE_DATA.is_dir(), reason="shared LaMP-format data not present")
 def test_the_headline_plugs_nll_in_bf16_is_within_half_a_percent_of_fp32(engine, bf16_engine, settings):
     from persona_demo.evaluation.evaluate_nll import lamp_items
 
     engine.load_plug(settings.plugs_dir / "huffpost_headline.safetensors")
-    _, items, _ = lamp_items(HEADLINE_DATA, "dev", NLL_EXAMPLES)
+    _, items, _ = lamp_items(shared_data("huffpost_headline"), "dev", NLL_EXAMPLES)
     means = []
     for model in (engine, bf16_engine):
         sums, counts = score(

@@ -16,13 +16,14 @@ import time
 from pathlib import Path
 
 import pytest
+
+pytestmark = pytest.mark.slow
 import torch
 from safetensors.torch import load_file
 
 from persona_demo.config import Settings
 from persona_demo.engine.distributed import Accelerated, Single, launched_by_accelerate, settings_for
-from tests.conftest import free_port
-from tests.test_train import write_lamp4
+from tests.support import free_port, write_lamp4
 
 ROOT = Path(__file__).resolve().parents[1]
 TWO_CPU_PROCESSES = ROOT / "configs" / "cpu-2-processes.yaml"

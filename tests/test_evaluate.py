@@ -15,7 +15,7 @@ from persona_demo.evaluation.evaluate import (
     method_inputs,
     rating_baseline,
 )
-from tests.test_train import write_lamp4
+from tests.support import write_lamp3, write_lamp4
 
 
 @pytest.mark.parametrize("method", [m for m in METHODS if m not in RATING_BASELINES])
@@ -85,28 +85,6 @@ def test_significance_refuses_a_folder_without_predictions(tmp_path):
     write_lamp4(data)
     with pytest.raises(PersonaDemoError, match="predictions.json not found"):
         significance(data, "dev", tmp_path / "a", tmp_path / "b", resamples=10, seed=0)
-
-
-def write_lamp3(folder) -> None:
-    """Two reviewers: one gives 1-2 stars, one 4-5 (scores as strings, as LaMP ships them)."""
-    users = {"grumpy": ["1", "2", "2"], "happy": ["5", "4", "4"]}
-    questions, golds = [], []
-    for i, (user, scores) in enumerate(users.items()):
-        profile = [
-            {"id": f"{i}-{j}", "text": f"Review {j} by {user}.", "score": s} for j, s in enumerate(scores)
-        ]
-        questions.append(
-            {
-                "id": str(i),
-                "user_id": user,
-                "input": "What is the score of the following review on a scale of 1 to 5? just answer with 1, "
-                "2, 3, 4, or 5 without further explanation. review: It was fine.",
-                "profile": profile,
-            }
-        )
-        golds.append({"id": str(i), "output": "2" if user == "grumpy" else "4"})
-    (folder / "dev_questions.json").write_text(json.dumps(questions))
-    (folder / "dev_outputs.json").write_text(json.dumps({"task": "LaMP_3", "golds": golds}))
 
 
 def test_rating_baselines_need_no_model(engine, tmp_path):

@@ -22,10 +22,7 @@ from persona_demo.tasks.lamp import (
     user_split,
 )
 from persona_demo.training.train import TrainConfig, to_examples
-
-from .test_train import write_lamp4
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from tests.support import shared_data, write_lamp4
 
 
 def write_authors(folder: Path, n: int) -> None:
@@ -99,9 +96,7 @@ def test_held_out_authors_never_reach_training_and_make_their_own_split(tmp_path
 
 
 def test_real_headline_authors_split_about_their_share():
-    folder = DATA / "huffpost_headline"
-    if not (folder / "train_questions.json").exists():
-        pytest.skip(f"{folder} not available")
+    folder = shared_data("huffpost_headline")
     train = {e.user_id for e in user_split(folder, "train")}
     heldout = {e.user_id for e in user_split(folder, "heldout")}
     everyone = train | {e.user_id for e in load_split(folder, "train")}

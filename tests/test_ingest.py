@@ -24,8 +24,7 @@ from persona_demo.data.ingest import (
     truncate_text,
 )
 from persona_demo.errors import PersonaDemoError
-
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from tests.support import shared_data
 
 
 def texts(parsed) -> list[str]:
@@ -250,9 +249,8 @@ def test_lamp_file_without_profiles_is_an_error(data: list) -> None:
         parse_upload(json.dumps(data).encode(), "test_questions.json")
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "acl_title").is_dir(), reason="shared LaMP-format data not present")
 def test_real_lamp_file_from_shared_data() -> None:
-    path = SHARED_DATA / "amazon_mi_review_title" / "dev_questions.json"
+    path = shared_data("amazon_mi_review_title", "dev_questions.json")
     raw = json.loads(path.read_text(encoding="utf-8"))
     parsed = parse_upload(path)
     users = Counter(q["user_id"] for q in raw)

@@ -13,8 +13,7 @@ from persona_demo.errors import PersonaDemoError
 from persona_demo.evaluation.evaluate import evaluate
 from persona_demo.tasks.labels import choose_label, label_log_probs
 from persona_demo.tasks.nll import scoring_row
-from tests.test_evaluate import write_lamp3
-from tests.test_train import write_lamp4
+from tests.support import write_lamp3, write_lamp4
 
 STARS = ("1", "2", "3", "4", "5")
 

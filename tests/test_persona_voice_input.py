@@ -8,6 +8,8 @@ import re
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 from persona_demo.app import args as page
 from persona_demo.app.tasks import FREE_PROMPT
 from persona_demo.engine.reply_guards import longest_copied_run, words

@@ -9,6 +9,8 @@ import threading
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 from persona_demo.app import args as page
 from persona_demo.app.service import PersonaParts
 from persona_demo.app.tasks import FREE_PROMPT

@@ -11,7 +11,7 @@ import torch
 from persona_demo.engine.checkpoint import copy_plug_weights, read_metadata, untrained_plug
 from persona_demo.errors import PersonaDemoError
 from persona_demo.training.train import PlugTrainer, TrainConfig, train_plug
-from tests.test_train import write_lamp4
+from tests.support import write_lamp4
 
 QUERIES = ["Generate a headline for the following article: bikes.", "A story about sourdough."]
 HISTORIES = [["An article about cycling number 0.", "An article about chess number 1."]] * 2

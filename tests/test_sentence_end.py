@@ -72,6 +72,7 @@ def long_turn(n: int) -> str:
     return " ".join(f"Line {n}.{k}: the garden, the rain and the roses again." for k in range(90))
 
 
+@pytest.mark.slow
 def test_a_chat_longer_than_the_model_reads_drops_its_oldest_turns(studio_service, writer):
     """About 1,100 tokens a turn: eight turns are more than SmolLM2's 8,192 positions. The newest turns that
     fit are read, the rest are counted as left out, and the reply still comes."""

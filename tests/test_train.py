@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 
 import pytest
@@ -13,34 +12,7 @@ from persona_demo.engine.checkpoint import read_metadata
 from persona_demo.engine.generation import GenerationOptions
 from persona_demo.errors import PersonaDemoError
 from persona_demo.training.train import TrainConfig, history_dropout, train_plug
-
-
-def write_lamp4(folder, n: int = 4) -> None:
-    """A LaMP-4-style folder: each user writes headlines about one hobby; dev = train (a memorisation check)."""
-    hobbies = ["cycling", "baking", "chess", "sailing"]
-    questions, golds = [], []
-    for i in range(n):
-        hobby = hobbies[i % len(hobbies)]
-        profile = [
-            {
-                "id": f"{i}-{j}",
-                "text": f"An article about {hobby} number {j}.",
-                "title": f"{hobby.title()} news {j}",
-            }
-            for j in range(3)
-        ]
-        questions.append(
-            {
-                "id": str(i),
-                "user_id": f"u{i}",
-                "input": f"Generate a headline for the following article: A new story about {hobby}.",
-                "profile": profile,
-            }
-        )
-        golds.append({"id": str(i), "output": f"{hobby.title()} lovers rejoice"})
-    for split in ("train", "dev"):
-        (folder / f"{split}_questions.json").write_text(json.dumps(questions))
-        (folder / f"{split}_outputs.json").write_text(json.dumps({"task": "LaMP_4", "golds": golds}))
+from tests.support import write_lamp4
 
 
 def test_history_dropout_keeps_a_random_subset():

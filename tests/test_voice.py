@@ -245,8 +245,7 @@ def test_text_retrieval_alone_is_scored_without_soft_tokens(engine):
 def test_hybrid_prompt_uses_the_right_users_items_never_the_question(tmp_path):
     """pplug+bm25: own = the user's own retrieved item; shuffled = the other user's; the gold never leaks."""
     from persona_demo.evaluation.evaluate_nll import lamp_items, rag_prompt_builder
-
-    from .test_train import write_lamp4
+    from tests.support import write_lamp4
 
     write_lamp4(tmp_path)
     examples, _, task = lamp_items(tmp_path, "dev", 0)

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.support import free_port
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every reliability test serves the real app under load or faults: all of them are `slow`."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture
