@@ -13,6 +13,7 @@ neighbours.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -30,34 +31,53 @@ def row_by_row_attention(
     attention_mask: torch.Tensor | None,
     **kwargs: object,
 ) -> tuple[torch.Tensor, None]:
-    """SDPA, except that a decoding step runs row by row over each row's own contiguous keys."""
+    """SDPA, except that a decoding step runs row by row over each row's own contiguous keys.
+
+    A decoding step calls this once per layer with the same mask: where each row's keys start is worked out
+    once per step (`_key_starts`), and each row goes straight to torch's SDPA, as transformers' wrapper would
+    send an unmasked single query (its checks cost as much as the kernel for one short row)."""
     if query.shape[2] != 1:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    gqa = getattr(module, "num_key_value_groups", 1) > 1
     outputs = []
-    for row in range(query.shape[0]):
-        start = _first_key(attention_mask, row)
+    for row, start in enumerate(_key_starts(attention_mask, query.shape[0])):
         if start is None:  # a hole inside the row's keys: keep its mask
             mask = attention_mask[row : row + 1] if attention_mask is not None else None
             out, _ = sdpa_attention_forward(
                 module, query[row : row + 1], key[row : row + 1], value[row : row + 1], mask, **kwargs
             )
-        else:
-            out, _ = sdpa_attention_forward(
-                module,
-                query[row : row + 1].contiguous(),
-                key[row : row + 1, :, start:].contiguous(),
-                value[row : row + 1, :, start:].contiguous(),
-                None,
-                **kwargs,
-            )
-        outputs.append(out)
-    return torch.cat(outputs), None
+            outputs.append(out)
+            continue
+        out = F.scaled_dot_product_attention(
+            query[row : row + 1],
+            key[row : row + 1, :, start:],
+            value[row : row + 1, :, start:],
+            dropout_p=float(kwargs.get("dropout") or 0.0),  # type: ignore[arg-type]
+            scale=kwargs.get("scaling"),  # type: ignore[arg-type]
+            enable_gqa=gqa,
+        )
+        outputs.append(out.transpose(1, 2))
+    return torch.cat(outputs).contiguous(), None
 
 
-def _first_key(mask: torch.Tensor | None, row: int) -> int | None:
-    """Where the row's attended keys start, if they run unbroken to the end (left padding); else None."""
+_last_starts: tuple[torch.Tensor | None, list[int | None]] = (None, [])
+"""The last step's mask and its rows' key starts (every layer of a step passes the same mask object)."""
+
+
+def _key_starts(mask: torch.Tensor | None, rows: int) -> list[int | None]:
+    global _last_starts
     if mask is None:
-        return 0
+        return [0] * rows
+    seen, starts = _last_starts
+    if seen is mask:
+        return starts
+    starts = [_first_key(mask, row) for row in range(rows)]
+    _last_starts = (mask, starts)
+    return starts
+
+
+def _first_key(mask: torch.Tensor, row: int) -> int | None:
+    """Where the row's attended keys start, if they run unbroken to the end (left padding); else None."""
     allowed = mask[row].reshape(-1, mask.shape[-1])[-1]
     allowed = allowed if allowed.dtype == torch.bool else allowed == 0
     hits = allowed.nonzero()
