@@ -293,6 +293,7 @@ def test_first_visit_runs_an_example_and_outputs_belong_to_the_selected_persona(
     expect(page.locator("#persona-name textarea, #persona-name input").first).to_have_value(
         re.compile("Priya")
     )
+    assert page.locator("#with textarea").input_value() == ""  # already when the new name shows, not later
     assert_compare_is_empty(page, "The lamp is lit")
 
     # Back to A, a new answer, then delete A: nothing of A's is left.

@@ -174,4 +174,4 @@ def wire_chat_panel(
     panel.stop_btn.click(None, None, None, cancels=chats, api_visibility="private")
     panel.clear_btn.click(fresh_chat, None, views, cancels=chats, api_visibility="private")
     persona.change(fresh_chat, None, views, api_visibility="private")
-    stop_on_switch(personas, chats)
+    stop_on_switch(personas, chats, views, '() => [[], [], ""]')

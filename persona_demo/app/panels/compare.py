@@ -203,4 +203,4 @@ def wire_compare_panel(
         lambda: "*Stopped.*", None, panel.status, cancels=[generation, ticking], api_visibility="private"
     )
     persona.change(cleared, None, outputs, api_visibility="private")
-    stop_on_switch(personas, [generation, ticking])
+    stop_on_switch(personas, [generation, ticking], outputs, '() => ["", "", null, ""]')

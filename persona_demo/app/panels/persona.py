@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -213,12 +214,17 @@ def wire_persona_panel(
     )  # a rejected file does not linger
 
 
-def stop_on_switch(panel: PersonaPanel, running: list) -> None:
-    """Stop `running` generation events whenever the person switches persona (pick, create, duplicate,
-    delete, import): an answer must never finish under another persona's name.
+def stop_on_switch(
+    panel: PersonaPanel, running: list, emptied: Sequence[gr.components.Component], empty_js: str
+) -> None:
+    """Stop `running` generation events and empty the `emptied` outputs whenever the person switches persona
+    (pick, create, duplicate, delete, import): an answer must never finish, or stay, under another persona's
+    name.
 
     Tied to the user's own actions, not to `persona.change`: a change event arrives a moment after the new
-    selection shows, and would cancel a Generate clicked right after switching.
+    selection shows, and would cancel a Generate clicked right after switching. The outputs are emptied in the
+    browser (`empty_js` returns their empty values), so the old answer is gone before the new name shows;
+    `persona.change` empties them again for switches made by the server (the first visit's example).
     """
     for trigger in (
         panel.persona.input,
@@ -227,4 +233,4 @@ def stop_on_switch(panel: PersonaPanel, running: list) -> None:
         panel.confirm_btn.click,
         panel.import_file.upload,
     ):
-        trigger(None, None, None, cancels=running, api_visibility="private")
+        trigger(None, None, list(emptied), cancels=running, js=empty_js, api_visibility="private")
