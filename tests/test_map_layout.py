@@ -58,6 +58,8 @@ def test_a_point_edited_far_away_grows_the_frame_and_stays_visible():
     x, y = drawn(after, "pca")["Person 0"]
     assert x0 < x < x1 and y0 < y < y1
     assert axes(after) != axes(before)
+    back = space_figure(space(vectors, names), "pca", layouts=layouts)  # the point moves back inside
+    assert axes(back) == axes(after)  # the axes do not shrink back: nothing else moves on screen
 
 
 def boxes(xy: np.ndarray, labels: list[str], spots: list[str | None], frame) -> list[tuple]:

@@ -7,6 +7,7 @@ the README's images), else to the test's temp folder.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -72,6 +73,22 @@ def new_text(locator, before: str, polls: int = 600) -> str:
     return locator.inner_text()
 
 
+MAP_STATE = """() => {
+    const plot = document.querySelector('#space-plot .js-plotly-plot');
+    if (!plot || !plot._fullLayout) return null;
+    const star = plot.data.find(t => t.name === 'this persona');
+    const others = plot.data.find(t => t.name === 'personas');
+    return {axes: [plot._fullLayout.xaxis.range, plot._fullLayout.yaxis.range],
+            star: star ? String([star.x[0], star.y[0]]) : null,
+            others: others ? [Array.from(others.x), Array.from(others.y)] : null};
+}"""
+"""The map as drawn: its axis ranges, the current persona's star and the other personas' points."""
+
+
+def map_state(page) -> dict:
+    return page.evaluate(MAP_STATE)
+
+
 def shots_dir(tmp_path: Path) -> Path:
     folder = Path(os.environ.get("PERSONA_DEMO_SCREENSHOTS") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
@@ -108,6 +125,19 @@ def test_create_edit_upload_generate_chat_in_a_browser(page, tmp_path):
     expect(page.locator("#history-table")).to_contain_text("Varnish needs three thin coats.")
     expect(page.locator("#space-plot")).to_contain_text("UMAP")  # replaces the instant PCA map
     page.screenshot(path=str(shots / "studio-persona.png"), full_page=True)
+
+    # One more text: the star moves, the axes and every other persona's point stay where they were drawn.
+    before = map_state(page)
+    page.locator("#new-text textarea").fill("Sanded the keel all afternoon; the shed smells of cedar.")
+    page.locator("#add-text").click()
+    expect(page.locator("#persona-status")).to_contain_text("persona updated: 4 items")
+    page.wait_for_function(f"({MAP_STATE})()?.star !== {json.dumps(before['star'])}", timeout=TIMEOUT_MS)
+    after = map_state(page)
+    assert after["others"] == before["others"]
+    (x0, x1), (y0, y1) = before["axes"]
+    x, y = (float(v) for v in after["star"].split(","))
+    if x0 <= x <= x1 and y0 <= y <= y1:  # the axes grow only to show a point that left them
+        assert after["axes"] == before["axes"]
 
     # Compare: two outputs side by side.
     page.get_by_role("tab", name="Compare").click()

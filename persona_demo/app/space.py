@@ -124,17 +124,18 @@ def fitted_frame(coords: np.ndarray) -> Frame:
 
 
 def frame_around(frame: Frame, points: np.ndarray) -> Frame:
-    """`frame`, grown only as far as needed to show every point (a persona edited far from the rest)."""
+    """`frame`, grown only where a point lies outside it (a persona edited far from the rest), with room
+    (`FRAME_MARGIN` of the span) beyond that point, so the next small move does not grow it again."""
     if len(points) == 0:
         return frame
     x0, x1, y0, y1 = frame
-    pad_x, pad_y = 0.05 * (x1 - x0), 0.05 * (y1 - y0)
     low, high = points.min(0), points.max(0)
+    pad_x, pad_y = FRAME_MARGIN * (x1 - x0), FRAME_MARGIN * (y1 - y0)
     return (
-        min(x0, low[0] - pad_x),
-        max(x1, high[0] + pad_x),
-        min(y0, low[1] - pad_y),
-        max(y1, high[1] + pad_y),
+        x0 if low[0] >= x0 else low[0] - pad_x,
+        x1 if high[0] <= x1 else high[0] + pad_x,
+        y0 if low[1] >= y0 else low[1] - pad_y,
+        y1 if high[1] <= y1 else high[1] + pad_y,
     )
 
 
@@ -170,11 +171,15 @@ class MapLayouts:
         extra_xy = layout.transform(extra) if len(extra) else np.zeros((0, 2))
         return coords, extra_xy
 
-    def frame(self, method: str, space: str = "history") -> Frame:
-        """The axes of the layout `place` last used for this method and space."""
+    def frame(self, method: str, points: np.ndarray, space: str = "history") -> Frame:
+        """The axes of the layout `place` last used for this method and space, grown to show `points`. They
+        only grow (until the next fit): a point moving back inside does not shrink them and move the rest."""
         with self._lock:
             layout = self._layouts.get(f"{method}:{space}")
-        return layout.frame if layout is not None else fitted_frame(np.zeros((0, 2)))
+            if layout is None:
+                return frame_around(fitted_frame(np.zeros((0, 2))), points)
+            layout.frame = frame_around(layout.frame, points)
+            return layout.frame
 
     def _stale(self, layout: _Layout, ids: Sequence[int], method: str) -> bool:
         changed = len(set(ids) ^ set(layout.vectors))
@@ -343,7 +348,7 @@ def space_figure(
     )
     layouts = layouts or MapLayouts()
     persona_xy, extra_xy = layouts.place(method, data.ids, vectors, extra_rows, space)
-    frame = frame_around(layouts.frame(method, space), np.vstack([persona_xy, extra_xy]))
+    frame = layouts.frame(method, np.vstack([persona_xy, extra_xy]), space)
     fig = go.Figure()
     is_current = [pid == current_id for pid in data.ids]
     others = [i for i in range(n) if not is_current[i]]
