@@ -86,6 +86,10 @@ class PersonaParts:
 class ChatWindow:
     """What the model reads in one chat turn: each side's newest turns that fit its context."""
 
+    history: list[str]
+    """The persona's texts (what the plug reads)."""
+    chosen: list[str]
+    """Those of its texts the persona prompt carries, best first (none with own texts off)."""
     persona_prompt: Messages
     """The persona side's thread under its persona prompt (the chosen texts as earlier turns)."""
     persona_thread: ChatMessages
@@ -479,19 +483,20 @@ class StudioService:
         options: GenerationOptions,
         strength: float = 1.0,
         parts: PersonaParts | None = None,
+        window: ChatWindow | None = None,
     ) -> Iterator[tuple[str, str]]:
         """One chat turn as the persona and, beside it, unpersonalized; each side keeps its own thread.
 
         The persona side is the paper's hybrid made for conversation: the plug's soft tokens plus the
         persona's most fitting texts in a persona prompt (`parts` switches either off). A thread longer than
-        the model reads loses its oldest turns (`chat_window`)."""
+        the model reads loses its oldest turns: `window`, from `chat_window` for these same arguments (the
+        page checks it before it empties the message box), else worked out here."""
         parts = parts or PersonaParts()
-        window = self.chat_window(persona_id, persona_chat, plain_chat, message, options, parts)
-        texts = [item.text for item in self._persona_items(persona_id)]
+        window = window or self.chat_window(persona_id, persona_chat, plain_chat, message, options, parts)
         with torch.no_grad():
             for result in self.engine.stream_compare(
                 window.persona_prompt,
-                texts,
+                window.history,
                 options.validated(),
                 strength,
                 query=message.strip(),
@@ -530,7 +535,7 @@ class StudioService:
         plain_thread = self._newest_that_fit([*_clean_chat(plain_chat), turn], lambda thread: thread, reply)
         left_out = len(_clean_chat(persona_chat)) + 1 - len(persona_thread)
         prompt = persona_messages(persona_thread, chosen, self.prompt_config())
-        return ChatWindow(prompt, persona_thread, plain_thread, left_out)
+        return ChatWindow(texts, chosen, prompt, persona_thread, plain_thread, left_out)
 
     def _newest_that_fit(
         self, thread: ChatMessages, prompt: Callable[[ChatMessages], Messages], extra: int
@@ -563,12 +568,6 @@ class StudioService:
         query_vector = encoder.encode_queries([query])[0]
         return chosen_texts(texts, query_vector, encoder.encode(texts), self.prompt_config())
 
-    def chosen_for(self, persona_id: int | None, query: str, parts: PersonaParts) -> list[str]:
-        """What the studio shows under a chat reply: the texts the persona prompt carried (none when off)."""
-        if not parts.retrieved_texts or not (query or "").strip():
-            return []
-        return self.prompt_texts([item.text for item in self._persona_items(persona_id)], query.strip())
-
     def prompt_config(self) -> PersonaPromptConfig:
         """As many texts as the chat plug was trained with (`train --retrieval-k`), else the default."""
         metadata = self.tasks[FREE_TASK.key].metadata
@@ -581,7 +580,7 @@ class StudioService:
         return pid
 
     def _require_own_item(self, persona_id: int | None, item_id: int) -> None:
-        """An item id from one session must never edit another persona's history."""
+        """An item id from one browser tab must never edit another persona's history."""
         if self.store.get_item(int(item_id)).persona_id != self._require(persona_id):
             raise PersonaDemoError(
                 "That history item belongs to another persona; pick one of this persona's."

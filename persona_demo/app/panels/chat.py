@@ -124,9 +124,9 @@ def wire_chat_panel(
         # Checked before the first update, which empties the message box: a refused message stays there.
         window = service.chat_window(current, persona_chat, plain_chat, message, opts, persona_parts)
         stream = service.stream_chat(
-            current, persona_chat, plain_chat, message, opts, float(strength), persona_parts
+            current, persona_chat, plain_chat, message, opts, float(strength), persona_parts, window
         )
-        note = parts_note(persona_parts, service.chosen_for(current, message, persona_parts))
+        note = parts_note(persona_parts, window.chosen)
         if window.left_out:
             note += (
                 f"\n\n*The model no longer reads the {window.left_out} oldest messages of this chat: "

@@ -24,7 +24,7 @@ KEPT_RUNS = 256
 
 
 def next_run(run: int | None) -> int:
-    """The number of a session's next answer (a gr.State), shared by the answer and its clock."""
+    """The number of a browser tab's next answer (a gr.State), shared by the answer and its clock."""
     return (run or 0) + 1
 
 
@@ -41,7 +41,7 @@ class _Run:
 
 @dataclass
 class RunClock:
-    """Per (browser session, run number): whether the answer is waiting, running or done."""
+    """Per (browser tab, run number): whether the answer is waiting, running or done."""
 
     _runs: OrderedDict[str, _Run] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)

@@ -126,11 +126,6 @@ def speed_note(
     return note
 
 
-def show(text: str) -> str:
-    """Copies a State's text into a visible component (after the event whose progress it showed)."""
-    return text
-
-
 def clear_file() -> None:
     """Empties an upload zone once its file is handled (added, or rejected with a message): None clears it."""
 

@@ -27,7 +27,7 @@ class ComparePanel:
     status: gr.Markdown
     """The running time, then the speed line once the answer is complete (`clock`)."""
     run: gr.State
-    """This session's number of its latest Generate click: pairs an answer with its clock."""
+    """This browser tab's count of its Generate clicks: pairs an answer with its clock."""
     without: gr.Textbox
     with_plug: gr.Textbox
     attention_plot: gr.Plot
